@@ -1,0 +1,184 @@
+"""LORD networks (paper Appendix A.1): generator with AdaIN from the class code, and the
+class/content encoders of stage 2. Pure ``nn.Module``s; training lives in lordfx_trainer.
+
+All images are float tensors in [0, 1], shape (B, C, H, W) with H == W == image_size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NUM_UPSAMPLINGS = 4  # the generator starts at image_size / 16 and doubles four times
+LEAK = 0.2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a LORD model. ``width`` scales every channel count (1.0 = paper)."""
+
+    image_size: int = 64
+    channels: int = 3
+    content_dim: int = 128
+    class_dim: int = 256
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 16:
+            raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.width <= 0 or self.content_dim <= 0 or self.class_dim <= 0:
+            raise ValueError("width, content_dim and class_dim must be positive")
+
+    def ch(self, base: int) -> int:
+        """A paper channel count scaled by ``width`` (at least 8)."""
+        return max(8, round(base * self.width))
+
+    @property
+    def start_size(self) -> int:
+        return self.image_size // 2**NUM_UPSAMPLINGS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+class AdaIN(nn.Module):
+    """Instance norm whose per-channel scale and bias come from the class code (passed in)."""
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Shape: x (B, C, H, W); scale, bias (B, C)."""
+        x = F.instance_norm(x, eps=1e-5)
+        return x * scale[:, :, None, None] + bias[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    """Nearest upsample ×2 → conv3×3 → LeakyReLU → AdaIN."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm = AdaIN()
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.norm(F.leaky_relu(self.conv(x), LEAK), scale, bias)
+
+
+class Generator(nn.Module):
+    """G(content_code, class_code) → image (paper A.1).
+
+    content → FC → FC → FC (LeakyReLU) → reshape (C0, S/16, S/16) → 4 × UpBlock with AdaIN
+    driven by a linear map of the class code → conv5×5 → LeakyReLU → conv7×7 → sigmoid.
+    At 64×64, width 1: FC 512 → 1024 → 4096, C0 = 256 (the paper's shapes).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c0, s0 = cfg.ch(256), cfg.start_size
+        flat = c0 * s0 * s0
+        self.fc = nn.Sequential(
+            nn.Linear(cfg.content_dim, flat // 8),
+            nn.LeakyReLU(LEAK),
+            nn.Linear(flat // 8, flat // 4),
+            nn.LeakyReLU(LEAK),
+            nn.Linear(flat // 4, flat),
+            nn.LeakyReLU(LEAK),
+        )
+        # one linear layer per AdaIN layer: class code → (scale, bias) for its channels
+        self.modulation = nn.ModuleList(
+            nn.Linear(cfg.class_dim, 2 * c0) for _ in range(NUM_UPSAMPLINGS)
+        )
+        self.blocks = nn.ModuleList(UpBlock(c0) for _ in range(NUM_UPSAMPLINGS))
+        self.head = nn.Sequential(
+            nn.Conv2d(c0, cfg.ch(64), 5, padding=2),
+            nn.LeakyReLU(LEAK),
+            nn.Conv2d(cfg.ch(64), cfg.channels, 7, padding=3),
+        )
+
+    def adain_params(self, class_code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per AdaIN layer (scale, bias), each of shape (B, C0)."""
+        return [tuple(m(class_code).chunk(2, dim=1)) for m in self.modulation]  # type: ignore[misc]
+
+    def forward(self, content_code: torch.Tensor, class_code: torch.Tensor) -> torch.Tensor:
+        """Shape: content_code (B, content_dim), class_code (B, class_dim) → (B, C, S, S) in [0, 1]."""
+        c0, s0 = self.cfg.ch(256), self.cfg.start_size
+        x = self.fc(content_code).view(-1, c0, s0, s0)
+        for block, (scale, bias) in zip(self.blocks, self.adain_params(class_code), strict=True):
+            x = block(x, scale, bias)
+        return torch.sigmoid(self.head(x))
+
+
+class Encoder(nn.Module):
+    """Stage-2 encoder (paper A.1): conv7×7 → 4 × conv4×4/2 → FC 256 → FC 256 → FC out."""
+
+    def __init__(self, cfg: ModelConfig, out_dim: int) -> None:
+        super().__init__()
+        chans = [cfg.ch(c) for c in (64, 128, 256, 256, 256)]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, chans[0], 7, padding=3), nn.LeakyReLU(LEAK)]
+        for cin, cout in zip(chans[:-1], chans[1:], strict=True):
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(LEAK)]
+        self.convs = nn.Sequential(*layers)
+        flat = chans[-1] * cfg.start_size**2
+        self.fc = nn.Sequential(
+            nn.Linear(flat, cfg.ch(256)),
+            nn.LeakyReLU(LEAK),
+            nn.Linear(cfg.ch(256), cfg.ch(256)),
+            nn.LeakyReLU(LEAK),
+            nn.Linear(cfg.ch(256), out_dim),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Shape: images (B, C, S, S) in [0, 1] → (B, out_dim)."""
+        return self.fc(self.convs(images).flatten(1))
+
+
+class AmortizedModel(nn.Module):
+    """The stage-2 (inference) model: encoders + generator.
+
+    Transfer (paper §3.2): x(1←2) = G(E_c(x2), E_y(x1)).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.generator = Generator(cfg)
+        self.class_encoder = Encoder(cfg, cfg.class_dim)
+        self.content_encoder = Encoder(cfg, cfg.content_dim)
+
+    def check_images(self, images: torch.Tensor) -> None:
+        s, c = self.cfg.image_size, self.cfg.channels
+        if images.dim() != 4 or images.shape[1:] != (c, s, s):
+            raise ValueError(f"expected images of shape (B, {c}, {s}, {s}), got {tuple(images.shape)}")
+
+    def encode_class(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_images(images)
+        return self.class_encoder(images)
+
+    def encode_content(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_images(images)
+        return self.content_encoder(images)
+
+    def decode(self, content_code: torch.Tensor, class_code: torch.Tensor) -> torch.Tensor:
+        return self.generator(content_code, class_code)
+
+    def transfer(self, class_images: torch.Tensor, content_images: torch.Tensor) -> torch.Tensor:
+        """Class of ``class_images``, content of ``content_images`` (paired batch)."""
+        return self.decode(self.encode_content(content_images), self.encode_class(class_images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Reconstruction through both encoders."""
+        return self.transfer(images, images)

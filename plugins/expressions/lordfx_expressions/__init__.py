@@ -1,0 +1,42 @@
+"""lordfx plugin for facial expressions: class = expression, content = person, pose, light.
+
+``lordfx expression IMG --to happy`` (the paper's RaFD setting, trained on FER2013).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lordfx import Domain, hookimpl
+
+if TYPE_CHECKING:
+    import typer
+
+MODEL_DIR = Path(__file__).parent / "model"
+EXPRESSIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+@hookimpl
+def register_domains(register: Callable[[Domain], None]) -> None:
+    register(
+        Domain(
+            name="expressions",
+            description="Face photos: same person and pose, another facial expression",
+            image_size=48,
+            channels=1,
+            class_label="expression",
+            content_label="identity, pose and lighting",
+            class_names=EXPRESSIONS,
+            bundle=MODEL_DIR,
+            train_hint="Train one with `lordfx train fer2013 --data PATH/TO/fer2013`.",
+        )
+    )
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    from lordfx_expressions.cli import expression_command
+
+    app.command("expression")(expression_command)

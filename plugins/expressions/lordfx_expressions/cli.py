@@ -1,0 +1,54 @@
+"""``lordfx expression``: same person, pose and lighting; another facial expression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lordfx.errors import InputError, UsageError
+
+
+def expression_command(
+    image: Path | None = typer.Argument(None, help="Photo (or folder of photos) to edit."),
+    to: str | None = typer.Option(None, "--to", help="Target expression (see --list)."),
+    strength: float = typer.Option(
+        1.0, "--strength", min=0.0, max=1.0,
+        help="0 keeps the photo's own expression code, 1 uses the target's fully.",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o",
+        help="Output file, or output folder when IMAGE is a folder [default: IMAGE_<to>.*].",
+    ),
+    face_index: int | None = typer.Option(None, "--face", min=0, help="Which detected face."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: keep existing outputs."),
+    list_names: bool = typer.Option(False, "--list", help="Print the expression names and exit."),
+) -> None:
+    """Change the facial expression of IMAGE to --to NAME."""
+    from lordfx.batch import run_batch
+    from lordfx.host import get_host
+
+    domain = get_host().domain("expressions")
+    if list_names:
+        for name in domain.class_names:
+            typer.echo(name)
+        return
+    if image is None:
+        raise UsageError("missing argument IMAGE (see 'lordfx expression --help')")
+    if to is None:
+        raise UsageError("missing option --to NAME; valid: " + ", ".join(domain.class_names))
+    if to not in domain.class_names:
+        raise UsageError(f"unknown expression {to!r}; valid: {', '.join(domain.class_names)}")
+    if not image.exists():
+        raise InputError(image, "no such file or folder")
+    domain.require_bundle()
+    import lordfx
+
+    editor = lordfx.load("expressions")
+
+    def process(path: Path):  # noqa: ANN202
+        return editor.set_expression_file(path, to, strength=strength, face_index=face_index)
+
+    report = run_batch(image, output, process, to, skip_existing)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

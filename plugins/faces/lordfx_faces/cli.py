@@ -1,0 +1,49 @@
+"""``lordfx swap-pose``: identity of FACE, head pose and expression of REF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lordfx.errors import InputError
+
+
+def swap_pose_command(
+    face: Path = typer.Argument(..., help="Photo (or folder of photos) whose identity to keep."),
+    ref: Path = typer.Argument(..., help="Photo whose head pose and expression to take."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o",
+        help="Output file, or output folder when FACE is a folder [default: FACE_swap-pose.*].",
+    ),
+    face_index: int | None = typer.Option(
+        None, "--face", min=0, help="Which detected face to edit (see --list-faces) [default: largest]."
+    ),
+    list_faces: bool = typer.Option(False, "--list-faces", help="Print the detected faces and exit."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: keep existing outputs."),
+) -> None:
+    """Keep the identity of FACE and take the head pose and expression of REF."""
+    from lordfx.batch import run_batch
+    from lordfx.host import get_host
+
+    if not ref.is_file():
+        raise InputError(ref, "no such file" if not ref.exists() else "REF must be an image file")
+    if not face.exists():
+        raise InputError(face, "no such file or folder")
+    domain = get_host().domain("faces")
+    domain.require_bundle()
+    import lordfx
+
+    editor = lordfx.load("faces")
+    if list_faces:
+        for line in editor.describe_faces(face):
+            typer.echo(line)
+        return
+    ref_codes = editor.encode_content_file(ref)
+
+    def process(path: Path):  # noqa: ANN202
+        return editor.swap_pose_file(path, ref_codes, face_index=face_index)
+
+    report = run_batch(face, output, process, "swap-pose", skip_existing, extra_inputs=(ref,))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

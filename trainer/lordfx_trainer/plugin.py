@@ -1,0 +1,20 @@
+"""The trainer's lordfx plugin: adds its commands through the same hook as any plugin.
+
+Kept light: the command functions import torch only when they run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lordfx import hookimpl
+
+if TYPE_CHECKING:
+    import typer
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    from lordfx_trainer import commands
+
+    app.command("presets")(commands.presets_command)
