@@ -86,7 +86,9 @@ def run_batch(
             try:
                 write_image_atomic(process(src), dst)
             except LordfxError as exc:
-                report.failed.append((src, str(exc.problem if isinstance(exc, InputError) else exc)))
+                report.failed.append(
+                    (src, str(exc.problem if isinstance(exc, InputError) else exc))
+                )
                 continue
             report.written.append(dst)
             print(dst, file=sys.stdout, flush=True)
@@ -107,7 +109,10 @@ def _stderr_console():  # noqa: ANN202 - rich is imported lazily
 def _summarise(report: BatchReport, total: int) -> None:
     log.info(
         "%d of %d files written, %d skipped (exist), %d failed",
-        len(report.written), total, len(report.skipped), len(report.failed),
+        len(report.written),
+        total,
+        len(report.skipped),
+        len(report.failed),
     )
     for src, problem in report.failed:
         log.error("%s: %s", src, problem)

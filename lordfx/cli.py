@@ -121,8 +121,10 @@ def plugins_command(
         for name in p["domains"]:
             d = next(d for d in summary["domains"] if d["name"] == name)
             state = "trained model" if d["has_model"] else "no trained model yet"
-            typer.echo(f"    domain {name}: {d['image_size']}px, class = {d['class_label']}, "
-                       f"content = {d['content_label']} ({state})")
+            typer.echo(
+                f"    domain {name}: {d['image_size']}px, class = {d['class_label']}, "
+                f"content = {d['content_label']} ({state})"
+            )
 
 
 def transfer_command(

@@ -38,7 +38,9 @@ class Domain:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"domain name {self.name!r} must be alphanumeric (- and _ allowed)")
         if self.image_size <= 0 or self.image_size % 16:
-            raise ValueError(f"domain {self.name}: image_size {self.image_size} not divisible by 16")
+            raise ValueError(
+                f"domain {self.name}: image_size {self.image_size} not divisible by 16"
+            )
         if self.channels not in (1, 3):
             raise ValueError(f"domain {self.name}: channels must be 1 or 3, got {self.channels}")
 

@@ -128,7 +128,10 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, out_dim: int) -> None:
         super().__init__()
         chans = [cfg.ch(c) for c in (64, 128, 256, 256, 256)]
-        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, chans[0], 7, padding=3), nn.LeakyReLU(LEAK)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(cfg.channels, chans[0], 7, padding=3),
+            nn.LeakyReLU(LEAK),
+        ]
         for cin, cout in zip(chans[:-1], chans[1:], strict=True):
             layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(LEAK)]
         self.convs = nn.Sequential(*layers)
@@ -162,7 +165,9 @@ class AmortizedModel(nn.Module):
     def check_images(self, images: torch.Tensor) -> None:
         s, c = self.cfg.image_size, self.cfg.channels
         if images.dim() != 4 or images.shape[1:] != (c, s, s):
-            raise ValueError(f"expected images of shape (B, {c}, {s}, {s}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images of shape (B, {c}, {s}, {s}), got {tuple(images.shape)}"
+            )
 
     def encode_class(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)

@@ -99,9 +99,16 @@ def test_domain_without_model_says_so(tmp_path, monkeypatch):
     host = get_host()
     for name in ("cars", "faces"):
         dom = host.domains[name]
-        monkeypatch.setitem(host.domains, name, Domain(**{
-            **{f: getattr(dom, f) for f in dom.__dataclass_fields__}, "bundle": tmp_path / "none"
-        }))
+        monkeypatch.setitem(
+            host.domains,
+            name,
+            Domain(
+                **{
+                    **{f: getattr(dom, f) for f in dom.__dataclass_fields__},
+                    "bundle": tmp_path / "none",
+                }
+            ),
+        )
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(b"x")
     b.write_bytes(b"x")

@@ -13,15 +13,22 @@ def expression_command(
     image: Path | None = typer.Argument(None, help="Photo (or folder of photos) to edit."),
     to: str | None = typer.Option(None, "--to", help="Target expression (see --list)."),
     strength: float = typer.Option(
-        1.0, "--strength", min=0.0, max=1.0,
+        1.0,
+        "--strength",
+        min=0.0,
+        max=1.0,
         help="0 keeps the photo's own expression code, 1 uses the target's fully.",
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o",
+        None,
+        "--output",
+        "-o",
         help="Output file, or output folder when IMAGE is a folder [default: IMAGE_<to>.*].",
     ),
     face_index: int | None = typer.Option(None, "--face", min=0, help="Which detected face."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: keep existing outputs."),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Batch: keep existing outputs."
+    ),
     list_names: bool = typer.Option(False, "--list", help="Print the expression names and exit."),
 ) -> None:
     """Change the facial expression of IMAGE to --to NAME."""

@@ -13,14 +13,23 @@ def swap_pose_command(
     face: Path = typer.Argument(..., help="Photo (or folder of photos) whose identity to keep."),
     ref: Path = typer.Argument(..., help="Photo whose head pose and expression to take."),
     output: Path | None = typer.Option(
-        None, "--output", "-o",
+        None,
+        "--output",
+        "-o",
         help="Output file, or output folder when FACE is a folder [default: FACE_swap-pose.*].",
     ),
     face_index: int | None = typer.Option(
-        None, "--face", min=0, help="Which detected face to edit (see --list-faces) [default: largest]."
+        None,
+        "--face",
+        min=0,
+        help="Which detected face to edit (see --list-faces) [default: largest].",
     ),
-    list_faces: bool = typer.Option(False, "--list-faces", help="Print the detected faces and exit."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Batch: keep existing outputs."),
+    list_faces: bool = typer.Option(
+        False, "--list-faces", help="Print the detected faces and exit."
+    ),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Batch: keep existing outputs."
+    ),
 ) -> None:
     """Keep the identity of FACE and take the head pose and expression of REF."""
     from lordfx.batch import run_batch
