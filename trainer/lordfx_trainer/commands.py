@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import typer
 
 
@@ -11,3 +15,35 @@ def presets_command() -> None:
 
     for name, path in available_presets().items():
         typer.echo(f"{name:<18} {preset_header(path)}")
+
+
+def train_command(
+    preset: str | None = typer.Argument(
+        None, help="Preset name (see `lordfx presets`) or a .toml file."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Dataset root (not for synthetic)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory [default: runs/PRESET-TIME]."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set latent_epochs=5."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Train a LORD model: stage 1 (latent optimisation), then stage 2 (amortisation)."""
+    from lordfx_trainer.config import parse_set_option
+    from lordfx_trainer.train import resolve_config, resume_run, start_run
+
+    from lordfx.errors import UsageError
+
+    if resume is not None:
+        if preset is not None or set_ or data is not None:
+            raise UsageError("--resume takes no PRESET, --data or --set: the run's config.json rules")
+        bundle = resume_run(resume)
+    elif preset is None:
+        raise UsageError("missing argument PRESET (see `lordfx presets`) or --resume RUN_DIR")
+    else:
+        cfg = resolve_config(preset, parse_set_option(set_))
+        if dry_run:
+            typer.echo(json.dumps(cfg.to_dict(), indent=2))
+            return
+        run_dir = out or Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        bundle = start_run(cfg, run_dir, data)
+    typer.echo(str(bundle) if bundle else "(no bundle: stage 2 disabled)")

@@ -18,3 +18,4 @@ def register_commands(app: typer.Typer) -> None:
     from lordfx_trainer import commands
 
     app.command("presets")(commands.presets_command)
+    app.command("train")(commands.train_command)

@@ -1,0 +1,96 @@
+"""The editing API: ``lordfx.load("cars").transfer(class_img, content_img)``.
+
+Transfer (paper §3.2): x(1←2) = G(E_c(x2), E_y(x1)). Each input image goes through its
+encoder once; codes can be cached and reused (one reference applied to many images).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from lordfx.bundle import Bundle, load_bundle
+from lordfx.domain import Domain
+from lordfx.errors import UsageError
+from lordfx.imageio import read_image
+from lordfx.preprocess import ResizePreprocessor, tensor_to_pil
+
+ImageLike = Image.Image | str | os.PathLike[str]
+
+
+class Editor:
+    """A loaded bundle plus its domain's preprocessing."""
+
+    def __init__(self, bundle: Bundle, preprocessor: Any, domain: Domain | None = None) -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.pre = preprocessor
+        self.domain = domain
+        self.device = next(self.model.parameters()).device
+
+    @classmethod
+    def from_domain(cls, domain: Domain, device: str = "cpu") -> Editor:
+        bundle = load_bundle(domain.require_bundle(), device=device)
+        return cls(bundle, domain.make_preprocessor(), domain)
+
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike[str], device: str = "cpu") -> Editor:
+        bundle = load_bundle(Path(path), device=device)
+        arch = bundle.model.cfg
+        return cls(bundle, ResizePreprocessor(arch.image_size, arch.channels))
+
+    # -- codes ------------------------------------------------------------------------------
+    def _prepare(self, images: list[ImageLike]) -> tuple[torch.Tensor, list[Any], list[Image.Image]]:
+        pils = [im if isinstance(im, Image.Image) else read_image(im) for im in images]
+        tensors, contexts = zip(*(self.pre.to_model(im) for im in pils), strict=True)
+        return torch.stack(tensors).to(self.device), list(contexts), pils
+
+    @torch.inference_mode()
+    def encode_class(self, images: list[ImageLike]) -> torch.Tensor:
+        """Shape: n images → (n, class_dim)."""
+        x, _, _ = self._prepare(images)
+        return self.model.encode_class(x)
+
+    @torch.inference_mode()
+    def encode_content(self, images: list[ImageLike]) -> torch.Tensor:
+        """Shape: n images → (n, content_dim)."""
+        x, _, _ = self._prepare(images)
+        return self.model.encode_content(x)
+
+    def class_code(self, name: str) -> torch.Tensor:
+        """The learned stage-1 code of a named training class (e.g. an expression)."""
+        names = self.bundle.class_names
+        if name not in names or self.bundle.class_codes is None:
+            raise UsageError(f"unknown class {name!r}; valid: {', '.join(names)}")
+        return self.bundle.class_codes[names.index(name)]
+
+    # -- edits ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def transfer(self, class_image: ImageLike, content_image: ImageLike) -> Image.Image:
+        """Class of ``class_image``, content of ``content_image``."""
+        return self.transfer_many([class_image], self.encode_content([content_image]))[0]
+
+    @torch.inference_mode()
+    def transfer_many(
+        self, class_images: list[ImageLike], content_code: torch.Tensor, batch_size: int = 64
+    ) -> list[Image.Image]:
+        """Apply one content code (shape (1, content_dim)) to many class images, batched."""
+        out: list[Image.Image] = []
+        for start in range(0, len(class_images), batch_size):
+            x, contexts, pils = self._prepare(class_images[start : start + batch_size])
+            class_code = self.model.encode_class(x)
+            generated = self.model.decode(content_code.expand(x.shape[0], -1), class_code)
+            out += [self.pre.from_model(g, c, p) for g, c, p in zip(generated, contexts, pils, strict=True)]
+        return out
+
+    def transfer_files(self, class_path: Path, content_path: Path) -> Image.Image:
+        return self.transfer(read_image(class_path), read_image(content_path))
+
+    @torch.inference_mode()
+    def reconstruct(self, image: ImageLike) -> Image.Image:
+        x, _, _ = self._prepare([image])
+        return tensor_to_pil(self.model(x)[0])

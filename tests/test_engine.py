@@ -1,0 +1,217 @@
+"""LORD engine: both stages, ablation switches, hand-off, bundle, exact kill/resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from lordfx.cli import build_app
+from lordfx.errors import UsageError
+from lordfx.nets import AmortizedModel, ModelConfig
+from lordfx_trainer.config import TrainConfig, apply_overrides, parse_set_option
+from lordfx_trainer.losses import PixelL1Loss
+from lordfx_trainer.models import LatentModel
+from lordfx_trainer.steps import Batch, amortized_step, handoff, latent_step, optimize_codes
+
+TINY = Path(__file__).with_name("tiny.toml")
+CFG = ModelConfig(image_size=16, width=0.125, content_dim=16, class_dim=16)
+
+
+def _batch(n: int = 6, num_classes: int = 3) -> Batch:
+    torch.manual_seed(0)
+    return Batch(
+        images=torch.rand(n, 3, 16, 16),
+        class_ids=torch.arange(n) % num_classes,
+        image_ids=torch.arange(n),
+    )
+
+
+def test_latent_step_gradients_reach_codes_and_generator():
+    model = LatentModel(CFG, num_classes=3, num_images=10)
+    batch = _batch()
+    losses = latent_step(model, batch, PixelL1Loss(), 1.0, 1e-3, "clean")
+    assert set(losses) == {"loss", "reconstruction", "content_decay"}
+    losses["loss"].backward()
+    content_grad = model.content_embedding.weight.grad
+    assert content_grad[:6].abs().sum(dim=1).min() > 0  # every image in the batch
+    assert content_grad[6:].abs().sum() == 0  # images not in the batch are untouched
+    assert model.class_embedding.weight.grad.abs().sum(dim=1).min() > 0
+    assert all(p.grad is not None for p in model.generator.parameters())
+
+
+def test_noise_only_in_training_and_decay_on_clean_code():
+    model = LatentModel(CFG, num_classes=3, num_images=10)
+    batch = _batch()
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    noisy1 = latent_step(model, batch, PixelL1Loss(), 1.0, 0.0, "clean", g1)["reconstruction"]
+    noisy2 = latent_step(model, batch, PixelL1Loss(), 1.0, 0.0, "clean", g2)["reconstruction"]
+    clean = latent_step(model, batch, PixelL1Loss(), 0.0, 0.0, "clean")["reconstruction"]
+    assert noisy1 != noisy2  # the noise is drawn per step
+    with torch.no_grad():  # inference/grid path: the clean codes, no noise
+        recon = model.generator(model.content_embedding(batch.image_ids), model.class_embedding(batch.class_ids))
+    assert torch.allclose(PixelL1Loss()(recon, batch.images), clean)
+    decay = latent_step(model, batch, PixelL1Loss(), 1.0, 1e-3, "clean", g1)["content_decay"]
+    expected = model.content_embedding(batch.image_ids).pow(2).sum(1).mean()
+    assert torch.allclose(decay, expected)
+
+
+def test_amortized_class_codes_are_averaged_within_the_batch():
+    model = LatentModel(CFG, num_classes=3, num_images=10, class_mode="amortized")
+    batch = _batch()
+    codes = model.class_codes(batch.images, batch.class_ids)
+    assert torch.allclose(codes[0], codes[3]) and torch.allclose(codes[1], codes[4])
+    assert not torch.allclose(codes[0], codes[1])
+    assert not hasattr(model, "class_embedding")
+    semi = LatentModel(CFG, 3, 10, content_mode="amortized")
+    assert hasattr(semi, "content_encoder") and hasattr(semi, "class_embedding")
+    names = [g["name"] for g in semi.param_groups(1e-4, 1e-3)]
+    assert names == ["networks", "codes"]
+
+
+def test_ablation_switches_are_config_not_code():
+    base = TrainConfig()
+    assert base.ablation == "full"
+    assert apply_overrides(base, {"class_mode": "amortized"}, "t").ablation == "amortized"
+    assert apply_overrides(base, {"content_mode": "amortized"}, "t").ablation == "semi-amortized"
+    no_reg = {"content_noise_std": 0.0, "content_decay": 0.0}
+    assert apply_overrides(base, no_reg, "t").ablation == "w/o regularisation"
+    assert apply_overrides(base, {"amortized_epochs": 0}, "t").ablation == "w/o stage 2"
+
+
+def test_handoff_is_a_strict_copy():
+    latent = LatentModel(CFG, 3, 10)
+    amortized = AmortizedModel(CFG)
+    handoff(latent, amortized)
+    for (k, a), (k2, b) in zip(
+        latent.generator.state_dict().items(), amortized.generator.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(a, b)
+    wider = AmortizedModel(ModelConfig(image_size=16, width=0.25, content_dim=16, class_dim=16))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        handoff(latent, wider)
+
+
+def test_amortized_step_regresses_stage1_codes():
+    model = AmortizedModel(CFG)
+    batch = _batch()
+    class_targets, content_targets = torch.randn(3, 16), torch.randn(10, 16)
+    losses = amortized_step(model, batch, PixelL1Loss(), class_targets, content_targets, 10.0, 10.0)
+    assert set(losses) == {"loss", "reconstruction", "class_code", "content_code"}
+    total = losses["reconstruction"] + 10 * losses["class_code"] + 10 * losses["content_code"]
+    assert torch.allclose(losses["loss"], total)
+
+
+def test_test_time_optimisation_fits_new_images():
+    torch.manual_seed(0)
+    gen = LatentModel(CFG, 3, 10).generator
+    images = torch.rand(2, 3, 16, 16)
+    before = [p.clone() for p in gen.parameters()]
+    _, _, history = optimize_codes(gen, images, PixelL1Loss(), 16, 16, steps=40, lr=5e-2)
+    assert history[-1] < history[0]
+    assert all(torch.equal(a, b) for a, b in zip(before, gen.parameters(), strict=True))
+
+
+def test_config_errors_and_set_parsing():
+    with pytest.raises(UsageError, match="unknown keys \\['epochz'\\]"):
+        apply_overrides(TrainConfig(), {"epochz": 3}, "preset.toml")
+    with pytest.raises(UsageError, match="batch_size must be int"):
+        apply_overrides(TrainConfig(), {"batch_size": "big"}, "--set")
+    assert parse_set_option(["content_decay=1e-4", "loss=l1", "channels_last=true"]) == {
+        "content_decay": 1e-4,
+        "loss": "l1",
+        "channels_last": True,
+    }
+    with pytest.raises(UsageError, match="key=value"):
+        parse_set_option(["oops"])
+
+
+runner = CliRunner()
+
+
+def test_dry_run_prints_resolved_config():
+    result = runner.invoke(build_app(), ["train", str(TINY), "--dry-run", "--set", "seed=7"])
+    assert result.exit_code == 0, result.stderr
+    cfg = json.loads(result.stdout)
+    assert cfg["seed"] == 7 and cfg["image_size"] == 16 and cfg["content_noise_std"] == 1.0
+    bad = runner.invoke(build_app(), ["train", "no-such-preset", "--dry-run"])
+    assert bad.exit_code == 2 and "valid presets:" in bad.stderr
+
+
+def test_tiny_run_via_cli_trains_both_stages(tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(build_app(), ["train", str(TINY), "--out", str(run)])
+    assert result.exit_code == 0, result.stderr
+    assert Path(result.stdout.strip()) == run / "bundle"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    latent = [r["reconstruction"] for r in rows if r["stage"] == "latent"]
+    assert latent[-1] < 0.8 * latent[0]  # reconstruction loss falls
+    assert {r["stage"] for r in rows} == {"latent", "amortized"}
+    for name in ("latent_grid_e008.png", "amortized_grid_e003.png", "losses.png"):
+        assert (run / name).stat().st_size > 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["run"]["heldout"]["split"]["seed"] == 0
+    assert len(cfg["run"]["heldout"]["split"]["heldout_class_names"]) == 2
+
+    from lordfx.api import Editor
+
+    editor = Editor.from_bundle(run / "bundle")
+    assert len(editor.bundle.class_names) == 6
+    img = Image.fromarray(np.zeros((40, 30, 3), np.uint8))
+    out = editor.transfer(img, img)
+    assert out.size == (16, 16)
+    again = runner.invoke(build_app(), ["train", str(TINY), "--out", str(run)])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+from PIL import Image  # noqa: E402
+
+
+def _train_proc(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", "from lordfx.cli import main; main()", "train", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_reaches_the_same_state(tmp_path):
+    sets = ["--set", "latent_epochs=10", "--set", "checkpoint_every=2"]
+    full = _train_proc(str(TINY), "--out", str(tmp_path / "full"), *sets)
+    assert full.wait(timeout=300) == 0, full.stderr.read().decode()
+
+    killed = _train_proc(str(TINY), "--out", str(tmp_path / "killed"), *sets)
+    state = tmp_path / "killed" / "trainer_state.pt"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it run past the checkpoint, mid-epoch
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    ckpt = torch.load(state, weights_only=True)
+    assert ckpt["state"]["stage"] == "latent" and ckpt["state"]["global_step"] < 50
+
+    resumed = _train_proc("--resume", str(tmp_path / "killed"))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    a = load_file(str(tmp_path / "full" / "bundle" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "bundle" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = load_file(str(tmp_path / "full" / "latent.safetensors"))
+    lb = load_file(str(tmp_path / "killed" / "latent.safetensors"))
+    assert all(torch.equal(la[k], lb[k]) for k in la)
+
+    def losses(run: str) -> list[dict]:  # the logged losses, without the timing column
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
+
+    assert losses("killed") == losses("full")

@@ -1,0 +1,146 @@
+"""Training configuration: one frozen, flat dataclass. Order: defaults → preset TOML → CLI.
+
+Names follow the paper (DESIGN §8.9): ``content_noise_std`` (σ), ``content_decay`` (λ),
+``class_code_weight``/``content_code_weight`` (α1/α2 of stage 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lordfx.errors import UsageError
+from lordfx.nets import ModelConfig
+
+CodeMode = Literal["latent", "amortized"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # -- data --------------------------------------------------------------------------
+    dataset: str = "synthetic"
+    image_size: int = 64
+    channels: int = 3
+    num_heldout_classes: int = 0  # whole classes held out for evaluation (seeded)
+    split_seed: int = 0
+    max_classes: int = 0  # 0 = all; >0 keeps the first N training classes (small presets)
+    # -- model (paper A.1) -------------------------------------------------------------
+    content_dim: int = 128
+    class_dim: int = 256
+    width: float = 1.0
+    # -- stage 1: latent optimisation --------------------------------------------------
+    latent_epochs: int = 200
+    batch_size: int = 128
+    content_noise_std: float = 1.0
+    content_decay: float = 1e-3
+    content_decay_on: Literal["clean", "noisy"] = "clean"
+    generator_lr: float = 1e-4
+    code_lr: float = 1e-3
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr: float = 1e-5
+    loss: str = "vgg"
+    class_mode: CodeMode = "latent"  # "amortized" = Table 3 amortized ablations
+    content_mode: CodeMode = "latent"  # "amortized" = Table 3 (semi-)amortized ablations
+    # -- stage 2: amortisation ---------------------------------------------------------
+    amortized_epochs: int = 200  # 0 = "w/o stage 2" (test-time latent optimisation)
+    encoder_lr: float = 1e-4
+    amortized_generator_lr: float = 1e-4
+    class_code_weight: float = 10.0
+    content_code_weight: float = 10.0
+    # -- runtime -----------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
+    grid_every: int = 5  # epochs
+    allow_random_weights: bool = False  # VGG without ImageNet weights: explicit and recorded
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size > 0, "batch_size must be positive"),
+            (self.latent_epochs >= 0 and self.amortized_epochs >= 0, "epochs must be >= 0"),
+            (self.content_noise_std >= 0 and self.content_decay >= 0, "σ and λ must be >= 0"),
+            (self.class_mode in ("latent", "amortized"), "class_mode: latent | amortized"),
+            (self.content_mode in ("latent", "amortized"), "content_mode: latent | amortized"),
+            (self.content_decay_on in ("clean", "noisy"), "content_decay_on: clean | noisy"),
+            (self.schedule in ("constant", "cosine"), "schedule: constant | cosine"),
+            (self.precision in ("fp32", "bf16"), "precision: fp32 | bf16"),
+            (self.log_every > 0 and self.checkpoint_every > 0, "log/checkpoint intervals > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(f"invalid config: {message}")
+        self.model_config()  # validates image_size/channels/width
+
+    def model_config(self) -> ModelConfig:
+        try:
+            return ModelConfig(
+                image_size=self.image_size,
+                channels=self.channels,
+                content_dim=self.content_dim,
+                class_dim=self.class_dim,
+                width=self.width,
+            )
+        except ValueError as exc:
+            raise UsageError(f"invalid config: {exc}") from None
+
+    @property
+    def ablation(self) -> str:
+        """Which paper Table 3 variant this is."""
+        if self.class_mode == "amortized":
+            return "amortized"
+        if self.content_mode == "amortized":
+            return "semi-amortized"
+        if self.content_noise_std == 0 and self.content_decay == 0:
+            return "w/o regularisation"
+        if self.amortized_epochs == 0:
+            return "w/o stage 2"
+        return "full"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        return apply_overrides(cls(), data, source)
+
+
+def apply_overrides(cfg: TrainConfig, data: dict[str, Any], source: str) -> TrainConfig:
+    """``cfg`` with ``data`` applied; unknown keys and wrong types are errors naming ``source``."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    defaults = TrainConfig().to_dict()
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise UsageError(f"{source}: unknown keys {unknown}; valid keys: {', '.join(types)}")
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = type(defaults[key])
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UsageError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
+        clean[key] = value
+    return replace(cfg, **clean)
+
+
+def parse_set_option(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs, values parsed as TOML scalars (``1e-3``, ``true``, ``"x"``)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes key=value, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw  # bare word → string (e.g. --set loss=l1)
+    return out

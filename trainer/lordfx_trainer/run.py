@@ -1,0 +1,255 @@
+"""A training run: data → stage 1 (latent) → stage 2 (amortized) → bundle, resumable.
+
+Run directory:
+    config.json        resolved TrainConfig + data provenance (split seed, held-out classes)
+    trainer_state.pt   latest checkpoint (model, optimiser, schedule, RNG, position)
+    latent.safetensors stage-1 result (generator + codes), written when stage 1 ends
+    metrics.jsonl      one row per log interval; losses.png; *_grid_*.png swap grids
+    bundle/            the trained model (lordfx.bundle format)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from lordfx.bundle import save_bundle
+from lordfx.nets import AmortizedModel
+from lordfx_trainer import loop
+from lordfx_trainer.config import TrainConfig
+from lordfx_trainer.data.base import ImageDataset
+from lordfx_trainer.grids import pick_grid_indices, plot_losses, save_grid, swap_grid
+from lordfx_trainer.models import LatentModel
+from lordfx_trainer.steps import amortized_step, handoff, latent_step, stage1_targets
+
+log = logging.getLogger("lordfx.trainer")
+STATE_FILE = "trainer_state.pt"
+GRID_SIZE = 8
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Run:
+    """Owns the run directory, the data on the device and both stages."""
+
+    def __init__(
+        self, cfg: TrainConfig, run_dir: Path, train: ImageDataset, heldout: ImageDataset | None
+    ) -> None:
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.train_set, self.heldout = train, heldout
+        self.device = resolve_device(cfg.device)
+        self.data = loop.DeviceData(train.images, train.class_ids, self.device, cfg.channels_last)
+        self.state = loop.LoopState()
+        self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        from lordfx_trainer.losses import build_loss
+
+        self.loss_fn = build_loss(cfg.loss, allow_random_weights=cfg.allow_random_weights)
+        self.loss_fn.to(self.device)
+        self.latent = LatentModel(
+            cfg.model_config(), train.num_classes, train.num_images, cfg.class_mode, cfg.content_mode
+        ).to(self.device)
+        self.amortized: AmortizedModel | None = None
+        self.spec = self._latent_spec()
+
+    # -- stages ----------------------------------------------------------------------------
+    def _memory_format(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(memory_format=torch.channels_last) if self.cfg.channels_last else module
+
+    def _latent_spec(self) -> loop.StageSpec:
+        cfg = self.cfg
+        self._memory_format(self.latent)
+        opt = loop.make_optimizer(self.latent.param_groups(cfg.generator_lr, cfg.code_lr), self.device)
+        total = cfg.latent_epochs * -(-len(self.data) // cfg.batch_size)
+        return loop.StageSpec(
+            name="latent",
+            epochs=cfg.latent_epochs,
+            batch_size=cfg.batch_size,
+            step=lambda b: latent_step(
+                self.latent, b, self.loss_fn, cfg.content_noise_std, cfg.content_decay,
+                cfg.content_decay_on, self.noise,
+            ),
+            module=self.latent,
+            optimizer=opt,
+            scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
+        )
+
+    def _amortized_spec(self) -> loop.StageSpec:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed + 1)  # encoder init independent of how stage 1 ran
+        self.amortized = AmortizedModel(cfg.model_config()).to(self.device)
+        handoff(self.latent, self.amortized)
+        self._memory_format(self.amortized)
+        self.class_targets, self.content_targets = stage1_targets(
+            self.latent, self.data.images, self.data.class_ids, cfg.batch_size
+        )
+        groups = [
+            {"params": self.amortized.generator.parameters(), "lr": cfg.amortized_generator_lr},
+            {"params": [*self.amortized.class_encoder.parameters(),
+                        *self.amortized.content_encoder.parameters()], "lr": cfg.encoder_lr},
+        ]
+        opt = loop.make_optimizer(groups, self.device)
+        total = cfg.amortized_epochs * -(-len(self.data) // cfg.batch_size)
+        return loop.StageSpec(
+            name="amortized",
+            epochs=cfg.amortized_epochs,
+            batch_size=cfg.batch_size,
+            step=lambda b: amortized_step(
+                self.amortized, b, self.loss_fn, self.class_targets, self.content_targets,  # type: ignore[arg-type]
+                cfg.class_code_weight, cfg.content_code_weight,
+            ),
+            module=self.amortized,
+            optimizer=opt,
+            scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def fit(self) -> Path | None:
+        """Run (or continue) both stages and write the bundle; returns its path.
+
+        With ``amortized_epochs = 0`` (Table 3 "w/o stage 2") there are no encoders: the
+        result is ``latent.safetensors`` and no bundle is written (returns ``None``).
+        """
+        if self.state.stage == "latent":
+            self._run(self.spec)
+            self.save_latent()
+            self.state = loop.LoopState(stage="amortized")
+            if self.cfg.amortized_epochs > 0:
+                self.spec = self._amortized_spec()
+                self.save_checkpoint()
+        if self.state.stage == "amortized" and self.cfg.amortized_epochs > 0:
+            self._run(self.spec)
+        plot_losses(self.dir / "metrics.jsonl", self.dir / "losses.png")
+        if self.cfg.amortized_epochs == 0:
+            log.info("no stage 2 (amortized_epochs = 0): stage-1 model in latent.safetensors")
+            return None
+        return self.write_bundle()
+
+    def _run(self, spec: loop.StageSpec) -> None:
+        log.info("stage %s: %d epochs of %d images", spec.name, spec.epochs, len(self.data))
+        loop.run_stage(
+            spec, self.data, self.state, self.cfg.seed, self.autocast, self.save_checkpoint,
+            self._on_log, self._on_epoch_end, self.cfg.log_every, self.cfg.checkpoint_every,
+        )
+
+    # -- callbacks --------------------------------------------------------------------------
+    def _on_log(self, row: dict[str, float]) -> None:
+        loop.append_jsonl(self.dir / "metrics.jsonl", row)
+        log.info(
+            "%s epoch %d step %d loss %.4f (%.1f img/s)",
+            row["stage"], row["epoch"], row["step"], row["loss"], row["images_per_s"],
+        )
+
+    def _on_epoch_end(self, epoch: int) -> None:
+        if epoch % self.cfg.grid_every == 0 or epoch == self.spec.epochs:
+            self.write_grid(epoch)
+            plot_losses(self.dir / "metrics.jsonl", self.dir / "losses.png")
+
+    @torch.no_grad()
+    def write_grid(self, epoch: int) -> Path:
+        stage = self.state.stage
+        if stage == "latent":
+            idx = torch.from_numpy(pick_grid_indices(self.train_set.class_ids, GRID_SIZE, 0))
+            idx = idx.to(self.device)
+            images = self.data.batch(idx).images.float()
+            model = self.latent
+            model.eval()
+
+            def transfer(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+                x_rows, x_cols = self.data.batch(rows).images, self.data.batch(cols).images
+                return model.generator(
+                    model.content_codes(x_cols, cols), model.class_codes(x_rows, self.data.class_ids[rows])
+                )
+
+            grid = swap_grid(transfer, idx, idx, images, images)
+        else:
+            images = self.grid_images()
+            model = self.amortized  # type: ignore[assignment]
+            model.eval()
+            grid = swap_grid(model.transfer, images, images, images, images)  # type: ignore[union-attr]
+        model.train()
+        return save_grid(grid, self.dir / f"{stage}_grid_e{epoch:03d}.png", scale=2)
+
+    def grid_images(self) -> torch.Tensor:
+        """Held-out images (unseen classes) when there are any, else training images."""
+        source = self.heldout if self.heldout is not None and self.heldout.num_classes > 1 else self.train_set
+        idx = pick_grid_indices(source.class_ids, GRID_SIZE, 1)
+        x = torch.from_numpy(source.images[idx].transpose(0, 3, 1, 2).copy()).to(self.device)
+        return x.float() / 255
+
+    # -- persistence ------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        ckpt: dict[str, Any] = {
+            "state": asdict(self.state),
+            "optimizer": self.spec.optimizer.state_dict(),
+            "scheduler": self.spec.scheduler.state_dict(),
+            "noise_rng": self.noise.get_state(),
+            "model": self.spec.module.state_dict(),
+        }
+        loop.atomic_torch_save(ckpt, self.dir / STATE_FILE)
+
+    def load_checkpoint(self) -> None:
+        path = self.dir / STATE_FILE
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        state = loop.LoopState(**ckpt["state"])
+        if state.stage == "amortized":
+            self.load_latent()
+            self.state = state
+            self.spec = self._amortized_spec()
+        self.state = state
+        self.spec.module.load_state_dict(ckpt["model"], strict=True)
+        self.spec.optimizer.load_state_dict(ckpt["optimizer"])
+        self.spec.scheduler.load_state_dict(ckpt["scheduler"])
+        self.noise.set_state(ckpt["noise_rng"].cpu() if self.device.type == "cpu" else ckpt["noise_rng"])
+        loop.truncate_jsonl(self.dir / "metrics.jsonl", state.stage, state.global_step)
+        log.info("resumed %s at stage %s, epoch %d, step %d", self.dir, state.stage, state.epoch, state.global_step)
+
+    def save_latent(self) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.latent.state_dict().items()}
+        save_file(tensors, str(self.dir / "latent.safetensors"))
+
+    def load_latent(self) -> None:
+        state = load_file(str(self.dir / "latent.safetensors"), device=str(self.device))
+        self.latent.load_state_dict(state, strict=True)
+
+    def write_bundle(self) -> Path:
+        info = {
+            "class_names": list(self.train_set.class_names),
+            "training": {"config": self.cfg.to_dict(), "ablation": self.cfg.ablation},
+            "data": self.train_set.meta | {"dataset": self.train_set.name},
+        }
+        return save_bundle(
+            self.dir / "bundle", self.amortized, info,  # type: ignore[arg-type]
+            class_codes=self.class_targets, overwrite=True,
+        )
+
+
+def write_run_config(run_dir: Path, cfg: TrainConfig, extra: dict[str, Any]) -> None:
+    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "run": extra}, indent=2) + "\n")
+
+
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    data = json.loads((run_dir / "config.json").read_text())
+    extra = data.pop("run", {})
+    return TrainConfig.from_dict(data, source=str(run_dir / "config.json")), extra
+
+
+def seeded(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,77 @@
+"""``lordfx train``: resolve the config, prepare the data, run both stages, keep the run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lordfx.errors import LordfxError, UsageError
+from lordfx_trainer.config import TrainConfig, apply_overrides
+from lordfx_trainer.presets import find_preset, read_preset
+
+log = logging.getLogger("lordfx.trainer")
+
+
+def resolve_config(preset: str, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults → preset TOML → CLI overrides (DESIGN §8.1)."""
+    path = find_preset(preset)
+    cfg = apply_overrides(TrainConfig(), read_preset(path), source=str(path))
+    return apply_overrides(cfg, overrides, source="--set")
+
+
+def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
+    """Load the dataset and split off held-out classes (seeded; recorded in ``meta``)."""
+    from lordfx_trainer.data import load_dataset
+    from lordfx_trainer.data.base import split_classes
+
+    if cfg.dataset != "synthetic" and data_path is None:
+        raise UsageError(f"dataset {cfg.dataset!r} needs --data PATH")
+    ds = load_dataset(cfg.dataset, data_path, cfg.image_size, cfg.channels)
+    if cfg.dataset == "cars3d" and cfg.num_heldout_classes == 20:
+        from lordfx_trainer.data.cars3d import split_cars3d
+
+        train, heldout = split_cars3d(ds, seed=cfg.split_seed)
+    elif cfg.num_heldout_classes > 0:
+        train, heldout = split_classes(ds, num_heldout=cfg.num_heldout_classes, seed=cfg.split_seed)
+    else:
+        train, heldout = ds, None
+    if cfg.max_classes and train.num_classes > cfg.max_classes:
+        train = train.select_classes(list(range(cfg.max_classes)))
+    return train, heldout
+
+
+def start_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> Path | None:
+    """A new run in ``run_dir`` (which must not exist: runs are never overwritten)."""
+    from lordfx_trainer.run import Run, write_run_config
+
+    if run_dir.exists():
+        raise LordfxError(
+            f"{run_dir}: run directory already exists; continue it with --resume "
+            f"or choose another --out (existing runs are never overwritten)"
+        )
+    train, heldout = prepare_data(cfg, data_path)
+    run_dir.mkdir(parents=True)
+    extra = {
+        "data_path": str(data_path.resolve()) if data_path else None,
+        "train": train.meta | {"num_images": train.num_images, "num_classes": train.num_classes},
+        "heldout": None if heldout is None else heldout.meta | {"num_classes": heldout.num_classes},
+    }
+    write_run_config(run_dir, cfg, extra)
+    log.info("run %s: %s (%s), %d images of %d classes", run_dir, cfg.dataset, cfg.ablation,
+             train.num_images, train.num_classes)
+    return Run(cfg, run_dir, train, heldout).fit()
+
+
+def resume_run(run_dir: Path) -> Path | None:
+    """Continue a killed run exactly where its last checkpoint left it."""
+    from lordfx_trainer.run import STATE_FILE, Run, read_run_config
+
+    if not (run_dir / STATE_FILE).is_file():
+        raise LordfxError(f"{run_dir}: no {STATE_FILE} to resume from")
+    cfg, extra = read_run_config(run_dir)
+    data_path = Path(extra["data_path"]) if extra.get("data_path") else None
+    train, heldout = prepare_data(cfg, data_path)
+    run = Run(cfg, run_dir, train, heldout)
+    run.load_checkpoint()
+    return run.fit()
