@@ -22,20 +22,27 @@ def train_command(
         None, help="Preset name (see `lordfx presets`) or a .toml file."
     ),
     data: Path | None = typer.Option(None, "--data", help="Dataset root (not for synthetic)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory [default: runs/PRESET-TIME]."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set latent_epochs=5."),
-    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run directory [default: runs/PRESET-TIME]."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: --set latent_epochs=5."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the run in this directory."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train a LORD model: stage 1 (latent optimisation), then stage 2 (amortisation)."""
+    from lordfx.errors import UsageError
     from lordfx_trainer.config import parse_set_option
     from lordfx_trainer.train import resolve_config, resume_run, start_run
 
-    from lordfx.errors import UsageError
-
     if resume is not None:
         if preset is not None or set_ or data is not None:
-            raise UsageError("--resume takes no PRESET, --data or --set: the run's config.json rules")
+            raise UsageError(
+                "--resume takes no PRESET, --data or --set: the run's config.json rules"
+            )
         bundle = resume_run(resume)
     elif preset is None:
         raise UsageError("missing argument PRESET (see `lordfx presets`) or --resume RUN_DIR")
@@ -47,3 +54,27 @@ def train_command(
         run_dir = out or Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         bundle = start_run(cfg, run_dir, data)
     typer.echo(str(bundle) if bundle else "(no bundle: stage 2 disabled)")
+
+
+def weights_command(
+    vgg16: Path | None = typer.Option(None, "--vgg16", help="VGG16 .pth/.safetensors to use."),
+    alexnet: Path | None = typer.Option(None, "--alexnet", help="AlexNet file to use."),
+    offline: bool = typer.Option(False, "--offline", help="Only local files, no downloads."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Provision and verify the ImageNet VGG16 and AlexNet weights (non-commercial terms)."""
+    from lordfx_trainer.weights import provision_check
+
+    checks = [
+        provision_check("vgg16", vgg16, download=not offline),
+        provision_check("alexnet", alexnet, download=not offline),
+    ]
+    if as_json:
+        rows = [{**c.__dict__, "path": str(c.path), "known_values": "ok"} for c in checks]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for c in checks:
+        sha = "matches the recorded value" if c.sha256_recorded else "none recorded for source"
+        typer.echo(f"{c.name:<8} {c.path}")
+        typer.echo(f"         source: {c.source}; shapes and known values ok")
+        typer.echo(f"         sha256: {c.sha256} ({sha})")
