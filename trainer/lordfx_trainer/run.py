@@ -59,7 +59,11 @@ class Run:
         self.loss_fn = build_loss(cfg.loss, allow_random_weights=cfg.allow_random_weights)
         self.loss_fn.to(self.device)
         self.latent = LatentModel(
-            cfg.model_config(), train.num_classes, train.num_images, cfg.class_mode, cfg.content_mode
+            cfg.model_config(),
+            train.num_classes,
+            train.num_images,
+            cfg.class_mode,
+            cfg.content_mode,
         ).to(self.device)
         self.amortized: AmortizedModel | None = None
         self.spec = self._latent_spec()
@@ -71,15 +75,22 @@ class Run:
     def _latent_spec(self) -> loop.StageSpec:
         cfg = self.cfg
         self._memory_format(self.latent)
-        opt = loop.make_optimizer(self.latent.param_groups(cfg.generator_lr, cfg.code_lr), self.device)
+        opt = loop.make_optimizer(
+            self.latent.param_groups(cfg.generator_lr, cfg.code_lr), self.device
+        )
         total = cfg.latent_epochs * -(-len(self.data) // cfg.batch_size)
         return loop.StageSpec(
             name="latent",
             epochs=cfg.latent_epochs,
             batch_size=cfg.batch_size,
             step=lambda b: latent_step(
-                self.latent, b, self.loss_fn, cfg.content_noise_std, cfg.content_decay,
-                cfg.content_decay_on, self.noise,
+                self.latent,
+                b,
+                self.loss_fn,
+                cfg.content_noise_std,
+                cfg.content_decay,
+                cfg.content_decay_on,
+                self.noise,
             ),
             module=self.latent,
             optimizer=opt,
@@ -97,8 +108,13 @@ class Run:
         )
         groups = [
             {"params": self.amortized.generator.parameters(), "lr": cfg.amortized_generator_lr},
-            {"params": [*self.amortized.class_encoder.parameters(),
-                        *self.amortized.content_encoder.parameters()], "lr": cfg.encoder_lr},
+            {
+                "params": [
+                    *self.amortized.class_encoder.parameters(),
+                    *self.amortized.content_encoder.parameters(),
+                ],
+                "lr": cfg.encoder_lr,
+            },
         ]
         opt = loop.make_optimizer(groups, self.device)
         total = cfg.amortized_epochs * -(-len(self.data) // cfg.batch_size)
@@ -107,8 +123,13 @@ class Run:
             epochs=cfg.amortized_epochs,
             batch_size=cfg.batch_size,
             step=lambda b: amortized_step(
-                self.amortized, b, self.loss_fn, self.class_targets, self.content_targets,  # type: ignore[arg-type]
-                cfg.class_code_weight, cfg.content_code_weight,
+                self.amortized,
+                b,
+                self.loss_fn,
+                self.class_targets,
+                self.content_targets,  # type: ignore[arg-type]
+                cfg.class_code_weight,
+                cfg.content_code_weight,
             ),
             module=self.amortized,
             optimizer=opt,
@@ -142,18 +163,43 @@ class Run:
         return self.write_bundle()
 
     def _run(self, spec: loop.StageSpec) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
         log.info("stage %s: %d epochs of %d images", spec.name, spec.epochs, len(self.data))
-        loop.run_stage(
-            spec, self.data, self.state, self.cfg.seed, self.autocast, self.save_checkpoint,
-            self._on_log, self._on_epoch_end, self.cfg.log_every, self.cfg.checkpoint_every,
-        )
+        total = spec.epochs * -(-len(self.data) // spec.batch_size)
+        columns = [TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            self._progress = (
+                bar,
+                bar.add_task(spec.name, total=total, completed=self.state.global_step),
+            )
+            loop.run_stage(
+                spec,
+                self.data,
+                self.state,
+                self.cfg.seed,
+                self.autocast,
+                self.save_checkpoint,
+                self._on_log,
+                self._on_epoch_end,
+                self.cfg.log_every,
+                self.cfg.checkpoint_every,
+            )
 
     # -- callbacks --------------------------------------------------------------------------
     def _on_log(self, row: dict[str, float]) -> None:
         loop.append_jsonl(self.dir / "metrics.jsonl", row)
+        bar, task = self._progress
+        text = f"{row['stage']} loss {row['loss']:.4f} {row['images_per_s']:.0f} img/s"
+        bar.update(task, completed=row["step"], description=text)
         log.info(
             "%s epoch %d step %d loss %.4f (%.1f img/s)",
-            row["stage"], row["epoch"], row["step"], row["loss"], row["images_per_s"],
+            row["stage"],
+            row["epoch"],
+            row["step"],
+            row["loss"],
+            row["images_per_s"],
         )
 
     def _on_epoch_end(self, epoch: int) -> None:
@@ -174,7 +220,8 @@ class Run:
             def transfer(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
                 x_rows, x_cols = self.data.batch(rows).images, self.data.batch(cols).images
                 return model.generator(
-                    model.content_codes(x_cols, cols), model.class_codes(x_rows, self.data.class_ids[rows])
+                    model.content_codes(x_cols, cols),
+                    model.class_codes(x_rows, self.data.class_ids[rows]),
                 )
 
             grid = swap_grid(transfer, idx, idx, images, images)
@@ -188,7 +235,11 @@ class Run:
 
     def grid_images(self) -> torch.Tensor:
         """Held-out images (unseen classes) when there are any, else training images."""
-        source = self.heldout if self.heldout is not None and self.heldout.num_classes > 1 else self.train_set
+        source = (
+            self.heldout
+            if self.heldout is not None and self.heldout.num_classes > 1
+            else self.train_set
+        )
         idx = pick_grid_indices(source.class_ids, GRID_SIZE, 1)
         x = torch.from_numpy(source.images[idx].transpose(0, 3, 1, 2).copy()).to(self.device)
         return x.float() / 255
@@ -216,9 +267,17 @@ class Run:
         self.spec.module.load_state_dict(ckpt["model"], strict=True)
         self.spec.optimizer.load_state_dict(ckpt["optimizer"])
         self.spec.scheduler.load_state_dict(ckpt["scheduler"])
-        self.noise.set_state(ckpt["noise_rng"].cpu() if self.device.type == "cpu" else ckpt["noise_rng"])
+        self.noise.set_state(
+            ckpt["noise_rng"].cpu() if self.device.type == "cpu" else ckpt["noise_rng"]
+        )
         loop.truncate_jsonl(self.dir / "metrics.jsonl", state.stage, state.global_step)
-        log.info("resumed %s at stage %s, epoch %d, step %d", self.dir, state.stage, state.epoch, state.global_step)
+        log.info(
+            "resumed %s at stage %s, epoch %d, step %d",
+            self.dir,
+            state.stage,
+            state.epoch,
+            state.global_step,
+        )
 
     def save_latent(self) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.latent.state_dict().items()}
@@ -235,13 +294,18 @@ class Run:
             "data": self.train_set.meta | {"dataset": self.train_set.name},
         }
         return save_bundle(
-            self.dir / "bundle", self.amortized, info,  # type: ignore[arg-type]
-            class_codes=self.class_targets, overwrite=True,
+            self.dir / "bundle",
+            self.amortized,
+            info,  # type: ignore[arg-type]
+            class_codes=self.class_targets,
+            overwrite=True,
         )
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, extra: dict[str, Any]) -> None:
-    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "run": extra}, indent=2) + "\n")
+    (run_dir / "config.json").write_text(
+        json.dumps({**cfg.to_dict(), "run": extra}, indent=2) + "\n"
+    )
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
