@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lordfx_trainer.config import TrainConfig, apply_overrides, parse_set_option
+from lordfx_trainer.losses import PixelL1Loss
+from lordfx_trainer.models import LatentModel
+from lordfx_trainer.steps import Batch, amortized_step, handoff, latent_step, optimize_codes
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lordfx.cli import build_app
 from lordfx.errors import UsageError
 from lordfx.nets import AmortizedModel, ModelConfig
-from lordfx_trainer.config import TrainConfig, apply_overrides, parse_set_option
-from lordfx_trainer.losses import PixelL1Loss
-from lordfx_trainer.models import LatentModel
-from lordfx_trainer.steps import Batch, amortized_step, handoff, latent_step, optimize_codes
 
 TINY = Path(__file__).with_name("tiny.toml")
 CFG = ModelConfig(image_size=16, width=0.125, content_dim=16, class_dim=16)
@@ -59,7 +59,9 @@ def test_noise_only_in_training_and_decay_on_clean_code():
     clean = latent_step(model, batch, PixelL1Loss(), 0.0, 0.0, "clean")["reconstruction"]
     assert noisy1 != noisy2  # the noise is drawn per step
     with torch.no_grad():  # inference/grid path: the clean codes, no noise
-        recon = model.generator(model.content_embedding(batch.image_ids), model.class_embedding(batch.class_ids))
+        recon = model.generator(
+            model.content_embedding(batch.image_ids), model.class_embedding(batch.class_ids)
+        )
     assert torch.allclose(PixelL1Loss()(recon, batch.images), clean)
     decay = latent_step(model, batch, PixelL1Loss(), 1.0, 1e-3, "clean", g1)["content_decay"]
     expected = model.content_embedding(batch.image_ids).pow(2).sum(1).mean()
@@ -215,3 +217,32 @@ def test_sigkill_and_resume_reaches_the_same_state(tmp_path):
         return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
 
     assert losses("killed") == losses("full")
+
+
+def test_stage1_save_load_reproduces_its_grid(tmp_path):
+    """latent.safetensors → fresh LatentModel → the stage-1 grid PNG, pixel for pixel."""
+    from lordfx_trainer.grids import pick_grid_indices, swap_grid
+    from lordfx_trainer.loop import DeviceData
+    from lordfx_trainer.run import GRID_SIZE, read_run_config
+    from lordfx_trainer.train import prepare_data, resolve_config, start_run
+
+    run = tmp_path / "run"
+    start_run(resolve_config(str(TINY), {"amortized_epochs": 0}), run, None)
+    cfg, _ = read_run_config(run)
+    train, _ = prepare_data(cfg, None)
+    model = LatentModel(cfg.model_config(), train.num_classes, train.num_images)
+    model.load_state_dict(load_file(str(run / "latent.safetensors")), strict=True)
+    model.eval()
+    data = DeviceData(train.images, train.class_ids, torch.device("cpu"), False)
+    idx = torch.from_numpy(pick_grid_indices(train.class_ids, GRID_SIZE, 0))
+    images = data.batch(idx).images
+
+    def transfer(rows, cols):
+        return model.generator(
+            model.content_embedding(cols), model.class_embedding(data.class_ids[rows])
+        )
+
+    grid = swap_grid(transfer, idx, idx, images, images)
+    saved = np.asarray(Image.open(run / "latent_grid_e008.png"))[::2, ::2]  # saved at scale 2
+    assert np.array_equal(saved, grid)
+    assert not (run / "bundle").exists()  # w/o stage 2: no encoders, no bundle
