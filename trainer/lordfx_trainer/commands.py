@@ -78,3 +78,33 @@ def weights_command(
         typer.echo(f"{c.name:<8} {c.path}")
         typer.echo(f"         source: {c.source}; shapes and known values ok")
         typer.echo(f"         sha256: {c.sha256} ({sha})")
+
+
+def bench_command(
+    preset: str = typer.Argument(..., help="Preset name or .toml file."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Override the preset's batch."
+    ),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 or bf16."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or auto."),
+    steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per measurement (median)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Measure training images/s per stage and transfer latency for a preset."""
+    from lordfx_trainer.bench import bench, with_overrides
+    from lordfx_trainer.train import resolve_config
+
+    cfg = with_overrides(
+        resolve_config(preset, {}),
+        batch_size=batch_size,
+        precision=precision,
+        channels_last=channels_last,
+        device=device,
+    )
+    result = bench(cfg, steps=steps)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:<32} {value:.2f}" if isinstance(value, float) else f"{key:<32} {value}")

@@ -20,3 +20,4 @@ def register_commands(app: typer.Typer) -> None:
     app.command("presets")(commands.presets_command)
     app.command("train")(commands.train_command)
     app.command("weights")(commands.weights_command)
+    app.command("bench")(commands.bench_command)
