@@ -35,7 +35,7 @@ class Editor:
     @classmethod
     def from_domain(cls, domain: Domain, device: str = "cpu") -> Editor:
         bundle = load_bundle(domain.require_bundle(), device=device)
-        return cls(bundle, domain.make_preprocessor(), domain)
+        return cls(bundle, domain.make_preprocessor(bundle.model.cfg.image_size), domain)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str], device: str = "cpu") -> Editor:
@@ -44,7 +44,9 @@ class Editor:
         return cls(bundle, ResizePreprocessor(arch.image_size, arch.channels))
 
     # -- codes ------------------------------------------------------------------------------
-    def _prepare(self, images: list[ImageLike]) -> tuple[torch.Tensor, list[Any], list[Image.Image]]:
+    def _prepare(
+        self, images: list[ImageLike]
+    ) -> tuple[torch.Tensor, list[Any], list[Image.Image]]:
         pils = [im if isinstance(im, Image.Image) else read_image(im) for im in images]
         tensors, contexts = zip(*(self.pre.to_model(im) for im in pils), strict=True)
         return torch.stack(tensors).to(self.device), list(contexts), pils
@@ -84,7 +86,10 @@ class Editor:
             x, contexts, pils = self._prepare(class_images[start : start + batch_size])
             class_code = self.model.encode_class(x)
             generated = self.model.decode(content_code.expand(x.shape[0], -1), class_code)
-            out += [self.pre.from_model(g, c, p) for g, c, p in zip(generated, contexts, pils, strict=True)]
+            out += [
+                self.pre.from_model(g, c, p)
+                for g, c, p in zip(generated, contexts, pils, strict=True)
+            ]
         return out
 
     def transfer_files(self, class_path: Path, content_path: Path) -> Image.Image:

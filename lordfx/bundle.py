@@ -70,11 +70,16 @@ def save_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         dtype = torch.float16 if half else torch.float32
-        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+        tensors = {
+            k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()
+        }
         save_file(tensors, str(tmp / MODEL_FILE))
         files = {MODEL_FILE: sha256(tmp / MODEL_FILE)}
         if class_codes is not None:
-            save_file({"class_codes": class_codes.detach().to("cpu", dtype).contiguous()}, str(tmp / CODES_FILE))
+            save_file(
+                {"class_codes": class_codes.detach().to("cpu", dtype).contiguous()},
+                str(tmp / CODES_FILE),
+            )
             files[CODES_FILE] = sha256(tmp / CODES_FILE)
         config = {
             **info,

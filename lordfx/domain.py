@@ -58,15 +58,17 @@ class Domain:
             )
         return Path(self.bundle)  # type: ignore[arg-type]
 
-    def make_preprocessor(self) -> Any:
-        """Instantiate the domain's preprocessor (imports it lazily)."""
+    def make_preprocessor(self, image_size: int | None = None) -> Any:
+        """Instantiate the domain's preprocessor (imported lazily) for ``image_size``
+        (the bundle's size when it differs from the domain's default)."""
+        size = image_size or self.image_size
         if self.preprocessor is None:
             from lordfx.preprocess import ResizePreprocessor
 
-            return ResizePreprocessor(self.image_size, self.channels)
+            return ResizePreprocessor(size, self.channels)
         module_name, _, attr = self.preprocessor.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
-        return factory()
+        return factory(image_size=size)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (used by ``lordfx plugins --json``)."""

@@ -59,6 +59,9 @@ def write_image_atomic(image: Image.Image, path: str | os.PathLike[str]) -> Path
         with os.fdopen(fd, "wb") as fh:
             kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
             image.save(fh, format=fmt, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get normal file modes
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -43,9 +43,13 @@ class ResizePreprocessor:
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         crop = image.crop((left, top, left + side, top + side))
-        crop = crop.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        crop = crop.resize(
+            (self.image_size, self.image_size), Image.Resampling.LANCZOS, reducing_gap=3.0
+        )
         return pil_to_tensor(crop, self.channels), None
 
-    def from_model(self, generated: torch.Tensor, context: Any, original: Image.Image) -> Image.Image:
+    def from_model(
+        self, generated: torch.Tensor, context: Any, original: Image.Image
+    ) -> Image.Image:
         """The generated image itself (generic domains have no photo to paste into)."""
         return tensor_to_pil(generated)

@@ -17,6 +17,7 @@ from lordfx_trainer.config import TrainConfig, apply_overrides, parse_set_option
 from lordfx_trainer.losses import PixelL1Loss
 from lordfx_trainer.models import LatentModel
 from lordfx_trainer.steps import Batch, amortized_step, handoff, latent_step, optimize_codes
+from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -174,9 +175,6 @@ def test_tiny_run_via_cli_trains_both_stages(tmp_path):
     assert out.size == (16, 16)
     again = runner.invoke(build_app(), ["train", str(TINY), "--out", str(run)])
     assert again.exit_code == 1 and "already exists" in again.stderr
-
-
-from PIL import Image  # noqa: E402
 
 
 def _train_proc(*args: str) -> subprocess.Popen:

@@ -42,7 +42,9 @@ class DeviceData:
         self, images: np.ndarray, class_ids: np.ndarray, device: torch.device, channels_last: bool
     ) -> None:
         # (N, H, W, C) uint8 → (N, C, H, W) uint8 on device; 4x smaller than float32
-        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(
+            device
+        )
         self.class_ids = torch.from_numpy(class_ids.astype(np.int64)).to(device)
         self.channels_last = channels_last
         self.device = device
@@ -73,8 +75,11 @@ def make_scheduler(
 
     def factor(i: int) -> Callable[[int], float]:
         ratio = min_lr / base[i]
-        return lambda step: ratio + (1 - ratio) * 0.5 * (
-            1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))
+        return lambda step: (
+            ratio
+            + (1 - ratio)
+            * 0.5
+            * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(i) for i in range(len(base))])
@@ -144,7 +149,9 @@ def run_stage(
         on_epoch_end(state.epoch)
 
 
-def _summary(sums: dict, count: int, seen: int, t0: float, state: LoopState, spec: StageSpec) -> dict:
+def _summary(
+    sums: dict, count: int, seen: int, t0: float, state: LoopState, spec: StageSpec
+) -> dict:
     row = {k: float(v) / count for k, v in sums.items()}  # the one sync per log interval
     row.update(
         stage=spec.name,

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_commands(app: typer.Typer) -> None:
-    from lordfx_trainer import commands
+    from lordfx_trainer import commands, eval_cli
 
     app.command("presets")(commands.presets_command)
     app.command("train")(commands.train_command)
     app.command("weights")(commands.weights_command)
     app.command("bench")(commands.bench_command)
+    app.command("eval")(eval_cli.eval_command)

@@ -261,7 +261,6 @@ class Run:
         state = loop.LoopState(**ckpt["state"])
         if state.stage == "amortized":
             self.load_latent()
-            self.state = state
             self.spec = self._amortized_spec()
         self.state = state
         self.spec.module.load_state_dict(ckpt["model"], strict=True)

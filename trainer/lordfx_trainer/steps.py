@@ -97,7 +97,10 @@ def stage1_targets(
     Shape: images uint8 (N, C, H, W) on the compute device.
     """
     if latent.class_mode == "latent" and latent.content_mode == "latent":
-        return latent.class_embedding.weight.detach().clone(), latent.content_embedding.weight.detach().clone()
+        return (
+            latent.class_embedding.weight.detach().clone(),
+            latent.content_embedding.weight.detach().clone(),
+        )
     n = images.shape[0]
     content = torch.zeros(n, latent.cfg.content_dim, device=images.device)
     class_sum = torch.zeros(latent.num_classes, latent.cfg.class_dim, device=images.device)

@@ -58,8 +58,14 @@ def start_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> Path |
         "heldout": None if heldout is None else heldout.meta | {"num_classes": heldout.num_classes},
     }
     write_run_config(run_dir, cfg, extra)
-    log.info("run %s: %s (%s), %d images of %d classes", run_dir, cfg.dataset, cfg.ablation,
-             train.num_images, train.num_classes)
+    log.info(
+        "run %s: %s (%s), %d images of %d classes",
+        run_dir,
+        cfg.dataset,
+        cfg.ablation,
+        train.num_images,
+        train.num_classes,
+    )
     return Run(cfg, run_dir, train, heldout).fit()
 
 

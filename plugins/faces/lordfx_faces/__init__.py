@@ -29,6 +29,7 @@ def register_domains(register: Callable[[Domain], None]) -> None:
             class_label="identity",
             content_label="head pose and expression",
             bundle=MODEL_DIR,
+            preprocessor="lordfx_faces.preprocess:make_preprocessor",
             train_hint="Train one with `lordfx train celeba --data PATH/TO/celeba_faces`.",
         )
     )

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
-from lordfx.errors import InputError
+from lordfx.errors import InputError, UsageError
 
 
 def swap_pose_command(
     face: Path = typer.Argument(..., help="Photo (or folder of photos) whose identity to keep."),
-    ref: Path = typer.Argument(..., help="Photo whose head pose and expression to take."),
+    ref: Path | None = typer.Argument(
+        None, help="Photo whose head pose and expression to take (not needed with --list-faces)."
+    ),
     output: Path | None = typer.Option(
         None,
         "--output",
@@ -35,19 +37,26 @@ def swap_pose_command(
     from lordfx.batch import run_batch
     from lordfx.host import get_host
 
-    if not ref.is_file():
-        raise InputError(ref, "no such file" if not ref.exists() else "REF must be an image file")
     if not face.exists():
         raise InputError(face, "no such file or folder")
     domain = get_host().domain("faces")
+    if list_faces:  # detection only: needs no trained model
+        import json
+
+        from lordfx.imageio import read_image
+
+        pre = domain.make_preprocessor()
+        for row in pre.list_faces(read_image(face)):
+            typer.echo(json.dumps(row))
+        return
+    if ref is None:
+        raise UsageError("missing argument REF (see 'lordfx swap-pose --help')")
+    if not ref.is_file():
+        raise InputError(ref, "no such file" if not ref.exists() else "REF must be an image file")
     domain.require_bundle()
     import lordfx
 
     editor = lordfx.load("faces")
-    if list_faces:
-        for line in editor.describe_faces(face):
-            typer.echo(line)
-        return
     ref_codes = editor.encode_content_file(ref)
 
     def process(path: Path):  # noqa: ANN202

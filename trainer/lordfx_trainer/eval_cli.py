@@ -1,0 +1,69 @@
+"""``lordfx eval``: the paper's evaluation of finished runs. Heavy imports inside the function."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+COMPARE_FILE = "eval-compare.json"
+
+
+def eval_command(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `lordfx train`."),
+    compare: bool = typer.Option(
+        False, "--compare", help="One markdown table over all runs (reuses their eval.json)."
+    ),
+    pairs: int = typer.Option(2000, "--pairs", help="Held-out transfer pairs (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of pairs, probe splits and probes."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=f"--compare: JSON file [default: {COMPARE_FILE} beside the runs]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
+    tto_steps: int = typer.Option(
+        200, "--tto-steps", help="Test-time optimisation steps for runs without stage 2."
+    ),
+    lpips: bool = typer.Option(
+        True, "--lpips/--no-lpips", help="LPIPS (needs `lordfx weights`); L1/SSIM always."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    recompute: bool = typer.Option(
+        False, "--recompute", help="--compare: evaluate again even if eval.json is current."
+    ),
+) -> None:
+    """Evaluate runs as in the paper: content-transfer error on held-out classes (beside
+    copy/mean baselines on the same pairs) and class/content leakage, with figures.
+
+    Writes RUN_DIR/eval.json and RUN_DIR/eval/*.png; prints the eval.json path(s).
+    """
+    from lordfx.errors import UsageError
+    from lordfx_trainer.evaluation import EvalSettings, evaluate_run, summary_lines
+    from lordfx_trainer.evaluation.compare import compare_runs
+    from lordfx_trainer.evaluation.report import EVAL_FILE, write_json_atomic
+
+    if pairs < 1 or tto_steps < 0:
+        raise UsageError("--pairs must be >= 1 and --tto-steps >= 0")
+    if out is not None and not compare:
+        raise UsageError("--out is for --compare (each run's result goes to RUN_DIR/eval.json)")
+    settings = EvalSettings(
+        pairs=pairs,
+        seed=seed,
+        lpips=("alex", "vgg") if lpips else (),
+        tto_steps=tto_steps,
+        device=device,
+    )
+    if compare:
+        data, table = compare_runs(run_dirs, settings, recompute)
+        parents = [str(d.resolve().parent) for d in run_dirs]
+        path = out or Path(os.path.commonpath(parents)) / COMPARE_FILE
+        write_json_atomic(data, path)
+        typer.echo(f"comparison JSON: {path}", err=True)
+        typer.echo(json.dumps(data, indent=2) if as_json else table)
+        return
+    for run_dir in run_dirs:
+        result = evaluate_run(run_dir, settings)
+        for line in summary_lines(result):
+            typer.echo(line, err=True)
+        typer.echo(json.dumps(result, indent=2) if as_json else str(run_dir / EVAL_FILE))
