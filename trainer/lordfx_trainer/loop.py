@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,3 @@ def truncate_jsonl(path: Path, stage: str, step: int) -> None:
         if not later:
             keep.append(line)
     path.write_text("".join(k + "\n" for k in keep))
-
-
-def state_dict(state: LoopState) -> dict:
-    return asdict(state)

@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -311,8 +310,3 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     data = json.loads((run_dir / "config.json").read_text())
     extra = data.pop("run", {})
     return TrainConfig.from_dict(data, source=str(run_dir / "config.json")), extra
-
-
-def seeded(seed: int) -> None:
-    np.random.seed(seed)
-    torch.manual_seed(seed)
