@@ -15,7 +15,7 @@ from PIL import Image
 
 from lordfx.bundle import Bundle, load_bundle
 from lordfx.domain import Domain
-from lordfx.errors import UsageError
+from lordfx.errors import InputError, UsageError
 from lordfx.imageio import read_image
 from lordfx.preprocess import ResizePreprocessor, tensor_to_pil
 
@@ -93,7 +93,64 @@ class Editor:
         return out
 
     def transfer_files(self, class_path: Path, content_path: Path) -> Image.Image:
-        return self.transfer(read_image(class_path), read_image(content_path))
+        content_code = self.encode_content_file(content_path)
+        return self.swap_content_file(class_path, content_code)
+
+    # -- file-level edits used by the CLI verbs (errors name the file) ----------------------
+    def _pre_for(self, face_index: int | None) -> Any:
+        if face_index is None:
+            return self.pre
+        if not hasattr(self.pre, "with_face_index"):
+            raise UsageError("--face applies only to domains that detect faces")
+        return self.pre.with_face_index(face_index)
+
+    def _load(self, path: Path, pre: Any) -> tuple[torch.Tensor, Any, Image.Image]:
+        """Shape: file → ((1, C, S, S) on the device, preprocessing context, the photo)."""
+        photo = read_image(path)
+        try:
+            x, context = pre.to_model(photo)
+        except InputError as exc:
+            if exc.path == "image":  # the preprocessor saw only pixels: name the file
+                raise InputError(path, exc.problem) from None
+            raise
+        return x[None].to(self.device), context, photo
+
+    @torch.inference_mode()
+    def encode_content_file(self, path: Path) -> torch.Tensor:
+        """Content code of a reference image, shape (1, content_dim); compute once, reuse."""
+        x, _, _ = self._load(Path(path), self.pre)
+        return self.model.encode_content(x)
+
+    @torch.inference_mode()
+    def swap_content_file(
+        self, path: Path, content_code: torch.Tensor, face_index: int | None = None
+    ) -> Image.Image:
+        """``path``'s class with ``content_code`` (e.g. swap-pose: identity kept, pose taken),
+        mapped back into the photo by the domain's preprocessor."""
+        pre = self._pre_for(face_index)
+        x, context, photo = self._load(Path(path), pre)
+        generated = self.model.decode(content_code, self.model.encode_class(x))[0]
+        return pre.from_model(generated, context, photo)
+
+    swap_pose_file = swap_content_file
+
+    @torch.inference_mode()
+    def set_class_file(
+        self, path: Path, name: str, strength: float = 1.0, face_index: int | None = None
+    ) -> Image.Image:
+        """``path``'s content with the learned code of class ``name``, interpolated from the
+        image's own class code by ``strength`` in [0, 1] (0 = reconstruction)."""
+        if not 0.0 <= strength <= 1.0:
+            raise UsageError(f"strength must be in [0, 1], got {strength}")
+        target = self.class_code(name)[None]
+        pre = self._pre_for(face_index)
+        x, context, photo = self._load(Path(path), pre)
+        own = self.model.encode_class(x)
+        code = own + strength * (target - own)
+        generated = self.model.decode(self.model.encode_content(x), code)[0]
+        return pre.from_model(generated, context, photo)
+
+    set_expression_file = set_class_file
 
     @torch.inference_mode()
     def reconstruct(self, image: ImageLike) -> Image.Image:
