@@ -91,6 +91,11 @@ def make_optimizer(groups: list[dict], device: torch.device) -> torch.optim.Adam
     return torch.optim.Adam(groups, betas=(0.5, 0.999), **kw)
 
 
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Batches per epoch; the last batch may be smaller (no images are dropped)."""
+    return math.ceil(num_images / batch_size)
+
+
 @dataclass
 class StageSpec:
     """One stage to run: a step function returning named losses, and what it trains."""
@@ -118,13 +123,13 @@ def run_stage(
 ) -> None:
     """Run ``spec`` from ``state`` to the end of its epochs, checkpointing along the way."""
     n = len(data)
-    steps_per_epoch = math.ceil(n / spec.batch_size)
+    num_steps = steps_per_epoch(n, spec.batch_size)
     sums: dict[str, torch.Tensor] = {}
     seen, t0 = 0, time.perf_counter()
     spec.module.train()
     while state.epoch < spec.epochs:
         perm = epoch_permutation(n, seed, spec.name, state.epoch).to(data.device)
-        while state.step_in_epoch < steps_per_epoch:
+        while state.step_in_epoch < num_steps:
             b = state.step_in_epoch
             batch = data.batch(perm[b * spec.batch_size : (b + 1) * spec.batch_size])
             with autocast():

@@ -71,18 +71,30 @@ class Run:
     def _memory_format(self, module: torch.nn.Module) -> torch.nn.Module:
         return module.to(memory_format=torch.channels_last) if self.cfg.channels_last else module
 
+    def _spec(
+        self, name: str, epochs: int, step: Any, module: torch.nn.Module, groups: list
+    ) -> loop.StageSpec:
+        """A stage with its Adam and learning-rate schedule over all of its steps."""
+        cfg = self.cfg
+        opt = loop.make_optimizer(groups, self.device)
+        total = epochs * loop.steps_per_epoch(len(self.data), cfg.batch_size)
+        return loop.StageSpec(
+            name=name,
+            epochs=epochs,
+            batch_size=cfg.batch_size,
+            step=step,
+            module=module,
+            optimizer=opt,
+            scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
+        )
+
     def _latent_spec(self) -> loop.StageSpec:
         cfg = self.cfg
         self._memory_format(self.latent)
-        opt = loop.make_optimizer(
-            self.latent.param_groups(cfg.generator_lr, cfg.code_lr), self.device
-        )
-        total = cfg.latent_epochs * -(-len(self.data) // cfg.batch_size)
-        return loop.StageSpec(
-            name="latent",
-            epochs=cfg.latent_epochs,
-            batch_size=cfg.batch_size,
-            step=lambda b: latent_step(
+        return self._spec(
+            "latent",
+            cfg.latent_epochs,
+            lambda b: latent_step(
                 self.latent,
                 b,
                 self.loss_fn,
@@ -91,9 +103,8 @@ class Run:
                 cfg.content_decay_on,
                 self.noise,
             ),
-            module=self.latent,
-            optimizer=opt,
-            scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
+            self.latent,
+            self.latent.param_groups(cfg.generator_lr, cfg.code_lr),
         )
 
     def _amortized_spec(self) -> loop.StageSpec:
@@ -115,24 +126,20 @@ class Run:
                 "lr": cfg.encoder_lr,
             },
         ]
-        opt = loop.make_optimizer(groups, self.device)
-        total = cfg.amortized_epochs * -(-len(self.data) // cfg.batch_size)
-        return loop.StageSpec(
-            name="amortized",
-            epochs=cfg.amortized_epochs,
-            batch_size=cfg.batch_size,
-            step=lambda b: amortized_step(
-                self.amortized,
+        return self._spec(
+            "amortized",
+            cfg.amortized_epochs,
+            lambda b: amortized_step(
+                self.amortized,  # type: ignore[arg-type]
                 b,
                 self.loss_fn,
                 self.class_targets,
-                self.content_targets,  # type: ignore[arg-type]
+                self.content_targets,
                 cfg.class_code_weight,
                 cfg.content_code_weight,
             ),
-            module=self.amortized,
-            optimizer=opt,
-            scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
+            self.amortized,
+            groups,
         )
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -166,7 +173,7 @@ class Run:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         log.info("stage %s: %d epochs of %d images", spec.name, spec.epochs, len(self.data))
-        total = spec.epochs * -(-len(self.data) // spec.batch_size)
+        total = spec.epochs * loop.steps_per_epoch(len(self.data), spec.batch_size)
         columns = [TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
             self._progress = (
