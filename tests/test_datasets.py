@@ -326,6 +326,47 @@ def test_folder_skips_non_images_and_reports_corrupt_files(tmp_path, caplog):
     assert "broken.jpg" in caplog.text and ds.num_images == 3 and ds.channels == 1
 
 
+def test_fer2013_dedups_within_train_and_test_against_train(tmp_path):
+    import shutil
+
+    for split, expr, name, grey in [
+        ("train", "happy", "a.png", 10),
+        ("train", "happy", "a_copy.png", 10),  # same bytes, same label → kept once
+        ("train", "sad", "b.png", 20),
+        ("train", "angry", "b_conflict.png", 20),  # same bytes as b, other label → both dropped
+        ("train", "fear", "c.png", 30),
+        ("test", "happy", "t1.png", 40),
+        ("test", "fear", "t2.png", 50),
+    ]:
+        write_image(tmp_path / split / expr / name, (grey, grey, grey))
+    shutil.copy(tmp_path / "train/fear/c.png", tmp_path / "test/fear/leak.png")
+    train = load_dataset("fer2013", tmp_path, 8, 1)
+    assert train.class_names[3] == "happy" and len(train.class_names) == 7
+    assert sorted(train.images[:, 0, 0, 0].tolist()) == [10, 30]
+    assert train.meta["dedup_dropped"] == {"copies": 1, "conflicting": 2, "in_train": 0}
+    test = load_dataset("fer2013", tmp_path, 8, 1, split="test")
+    assert sorted(test.images[:, 0, 0, 0].tolist()) == [40, 50]
+    assert test.meta["dedup_dropped"]["in_train"] == 1
+    assert load_dataset("fer2013", tmp_path, 8, 1, split="test", dedup=False).num_images == 3
+    with pytest.raises(UsageError, match="split"):
+        load_dataset("fer2013", tmp_path, 8, 1, split="val")
+    (tmp_path / "train" / "bored").mkdir()
+    write_image(tmp_path / "train" / "bored" / "x.png", (1, 1, 1))
+    with pytest.raises(InputError, match="bored"):
+        load_dataset("fer2013", tmp_path, 8, 1)
+
+
+def test_cap_images_per_class_is_seeded_and_bounded():
+    from lordfx_trainer.train import cap_images_per_class
+
+    ds = make_ds(num_classes=3, per_class=10)
+    a = cap_images_per_class(ds, 4, seed=0)
+    assert a.class_counts().tolist() == [4, 4, 4] and a.meta["max_images_per_class"] == 4
+    assert np.array_equal(a.images, cap_images_per_class(ds, 4, seed=0).images)
+    assert not np.array_equal(a.images, cap_images_per_class(ds, 4, seed=1).images)
+    assert cap_images_per_class(ds, 20, seed=0).num_images == 30
+
+
 # -- synthetic and the registry --------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ class TrainConfig:
     num_heldout_classes: int = 0  # whole classes held out for evaluation (seeded)
     split_seed: int = 0
     max_classes: int = 0  # 0 = all; >0 keeps the first N training classes (small presets)
+    max_images_per_class: int = 0  # 0 = all; >0 keeps a seeded sample per training class
+    data_exclude: str = ""  # list of image paths to drop (reader's ``exclude`` option)
     # -- model (paper A.1) -------------------------------------------------------------
     content_dim: int = 128
     class_dim: int = 256
@@ -69,6 +71,7 @@ class TrainConfig:
             (self.content_decay_on in ("clean", "noisy"), "content_decay_on: clean | noisy"),
             (self.schedule in ("constant", "cosine"), "schedule: constant | cosine"),
             (self.precision in ("fp32", "bf16"), "precision: fp32 | bf16"),
+            (self.max_images_per_class >= 0, "max_images_per_class must be >= 0"),
             (self.log_every > 0 and self.checkpoint_every > 0, "log/checkpoint intervals > 0"),
         ]
         for ok, message in checks:

@@ -27,7 +27,8 @@ def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
 
     if cfg.dataset != "synthetic" and data_path is None:
         raise UsageError(f"dataset {cfg.dataset!r} needs --data PATH")
-    ds = load_dataset(cfg.dataset, data_path, cfg.image_size, cfg.channels)
+    options = {"exclude": cfg.data_exclude} if cfg.data_exclude else {}
+    ds = load_dataset(cfg.dataset, data_path, cfg.image_size, cfg.channels, **options)
     if cfg.dataset == "cars3d" and cfg.num_heldout_classes == 20:
         from lordfx_trainer.data.cars3d import split_cars3d
 
@@ -38,7 +39,26 @@ def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
         train, heldout = ds, None
     if cfg.max_classes and train.num_classes > cfg.max_classes:
         train = train.select_classes(list(range(cfg.max_classes)))
+    if cfg.max_images_per_class:
+        train = cap_images_per_class(train, cfg.max_images_per_class, seed=cfg.split_seed)
     return train, heldout
+
+
+def cap_images_per_class(ds: Any, cap: int, seed: int) -> Any:
+    """At most ``cap`` images of each class, drawn with a seeded RNG (original order kept)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 7])
+    keep = []
+    for k in range(ds.num_classes):
+        members = np.flatnonzero(ds.class_ids == k)
+        if len(members) > cap:
+            members = np.sort(rng.choice(members, size=cap, replace=False))
+        keep.append(members)
+    from dataclasses import replace
+
+    out = ds.subset(np.sort(np.concatenate(keep)))
+    return replace(out, meta=out.meta | {"max_images_per_class": cap})
 
 
 def start_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> Path | None:

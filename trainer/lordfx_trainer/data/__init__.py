@@ -17,6 +17,7 @@ from lordfx.errors import InputError, UsageError
 from .base import ImageDataset, split_classes, split_images
 from .cars3d import load_cars3d, split_cars3d
 from .celeba import load_celeba
+from .fer2013 import load_fer2013
 from .folder import load_folder
 from .kth import load_kth
 from .rafd import load_rafd
@@ -41,6 +42,7 @@ READERS: dict[str, Callable[..., ImageDataset]] = {
     "rafd": load_rafd,
     "kth": load_kth,
     "folder": load_folder,
+    "fer2013": load_fer2013,
     "synthetic": load_synthetic,
 }
 #: Readers that generate their data and therefore take ``root=None``.
