@@ -70,3 +70,22 @@ def test_not_a_bundle_and_future_format(tmp_path, model):
     (path / "config.json").write_text(json.dumps(info))
     with pytest.raises(InputError, match="newer than this lordfx"):
         load_bundle(path)
+
+
+def test_ship_command_writes_fp16_copy_with_provenance(tmp_path, model):
+    from typer.testing import CliRunner
+
+    from lordfx.cli import build_app
+
+    src = save_bundle(tmp_path / "run" / "bundle", model, {"class_names": ["a"]}, torch.randn(1, 256))
+    dest = tmp_path / "plugin" / "model"
+    result = CliRunner().invoke(build_app(), ["ship", str(src), "--to", str(dest)])
+    assert result.exit_code == 0, result.output
+    shipped = load_bundle(dest)
+    assert shipped.info["dtype"] == "float16" and shipped.class_names == ["a"]
+    assert shipped.info["shipped_from"]["files"] == load_bundle(src).info["files"]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (shipped.model(x) - model(x)).abs().max() < 2e-2
+    again = CliRunner().invoke(build_app(), ["ship", str(src), "--to", str(dest)])
+    assert again.exit_code == 1 and "already exists" in again.output

@@ -108,3 +108,21 @@ def bench_command(
         return
     for key, value in result.items():
         typer.echo(f"{key:<32} {value:.2f}" if isinstance(value, float) else f"{key:<32} {value}")
+
+
+def ship_command(
+    bundle: Path = typer.Argument(..., help="A run's bundle directory (RUN/bundle)."),
+    to: Path = typer.Option(..., "--to", help="Destination bundle directory, e.g. a plugin's model/."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --to."),
+) -> None:
+    """Copy a trained bundle as fp16 safetensors (how plugins ship their models)."""
+    from lordfx.bundle import load_bundle, save_bundle
+
+    src = load_bundle(bundle)
+    info = {k: v for k, v in src.info.items() if k not in ("files", "dtype", "architecture")}
+    info["shipped_from"] = {"bundle": str(bundle), "files": src.info.get("files", {})}
+    out = save_bundle(
+        to, src.model, info, class_codes=src.class_codes, half=True, overwrite=overwrite
+    )
+    size = sum(f.stat().st_size for f in out.iterdir())
+    typer.echo(f"{out} ({size / 1e6:.2f} MB, fp16)")
