@@ -67,7 +67,8 @@ class Editor:
         """The learned stage-1 code of a named training class (e.g. an expression)."""
         names = self.bundle.class_names
         if name not in names or self.bundle.class_codes is None:
-            raise UsageError(f"unknown class {name!r}; valid: {', '.join(names)}")
+            label = self.domain.class_label if self.domain else "class"
+            raise UsageError(f"unknown {label} {name!r}; valid: {', '.join(names)}")
         return self.bundle.class_codes[names.index(name)]
 
     # -- edits ------------------------------------------------------------------------------
@@ -96,7 +97,8 @@ class Editor:
         content_code = self.encode_content_file(content_path)
         return self.swap_content_file(class_path, content_code)
 
-    # -- file-level edits used by the CLI verbs (errors name the file) ----------------------
+    # -- photo edits (file-level, used by the CLI verbs: errors name the file) ------------
+    # Each takes a path or a PIL image and returns a PIL image of the input photo's size.
     def _pre_for(self, face_index: int | None) -> Any:
         if face_index is None:
             return self.pre
@@ -104,31 +106,34 @@ class Editor:
             raise UsageError("--face applies only to domains that detect faces")
         return self.pre.with_face_index(face_index)
 
-    def _load(self, path: Path, pre: Any) -> tuple[torch.Tensor, Any, Image.Image]:
-        """Shape: file → ((1, C, S, S) on the device, preprocessing context, the photo)."""
-        photo = read_image(path)
+    def _load(self, image: ImageLike, pre: Any) -> tuple[torch.Tensor, Any, Image.Image]:
+        """Shape: file or PIL → ((1, C, S, S) on the device, preprocessing context, the photo)."""
+        if isinstance(image, Image.Image):
+            x, context = pre.to_model(image)
+            return x[None].to(self.device), context, image
+        photo = read_image(image)
         try:
             x, context = pre.to_model(photo)
         except InputError as exc:
             if exc.path == "image":  # the preprocessor saw only pixels: name the file
-                raise InputError(path, exc.problem) from None
+                raise InputError(Path(image), exc.problem) from None
             raise
         return x[None].to(self.device), context, photo
 
     @torch.inference_mode()
-    def encode_content_file(self, path: Path) -> torch.Tensor:
+    def encode_content_file(self, path: ImageLike) -> torch.Tensor:
         """Content code of a reference image, shape (1, content_dim); compute once, reuse."""
-        x, _, _ = self._load(Path(path), self.pre)
+        x, _, _ = self._load(path, self.pre)
         return self.model.encode_content(x)
 
     @torch.inference_mode()
     def swap_content_file(
-        self, path: Path, content_code: torch.Tensor, face_index: int | None = None
+        self, path: ImageLike, content_code: torch.Tensor, face_index: int | None = None
     ) -> Image.Image:
         """``path``'s class with ``content_code`` (e.g. swap-pose: identity kept, pose taken),
         mapped back into the photo by the domain's preprocessor."""
         pre = self._pre_for(face_index)
-        x, context, photo = self._load(Path(path), pre)
+        x, context, photo = self._load(path, pre)
         generated = self.model.decode(content_code, self.model.encode_class(x))[0]
         return pre.from_model(generated, context, photo)
 
@@ -136,21 +141,62 @@ class Editor:
 
     @torch.inference_mode()
     def set_class_file(
-        self, path: Path, name: str, strength: float = 1.0, face_index: int | None = None
+        self,
+        path: ImageLike,
+        name: str,
+        strength: float = 1.0,
+        face_index: int | None = None,
+        residual: bool = True,
     ) -> Image.Image:
         """``path``'s content with the learned code of class ``name``, interpolated from the
-        image's own class code by ``strength`` in [0, 1] (0 = reconstruction)."""
+        image's own class code by ``strength`` in [0, 1] (0 = reconstruction).
+
+        ``residual`` (where the preprocessor supports it, ``from_model_delta``): only the
+        change G(c, code) − G(c, own code) is added to the photo, so detail the model's
+        resolution cannot render is kept and strength 0 returns the photo unchanged;
+        otherwise the generated crop replaces the region."""
         if not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength must be in [0, 1], got {strength}")
         target = self.class_code(name)[None]
         pre = self._pre_for(face_index)
-        x, context, photo = self._load(Path(path), pre)
+        x, context, photo = self._load(path, pre)
         own = self.model.encode_class(x)
         code = own + strength * (target - own)
-        generated = self.model.decode(self.model.encode_content(x), code)[0]
+        content = self.model.encode_content(x)
+        generated = self.model.decode(content, code)[0]
+        if residual and hasattr(pre, "from_model_delta"):
+            base = self.model.decode(content, own)[0]
+            return pre.from_model_delta(generated, base, context, photo)
         return pre.from_model(generated, context, photo)
 
     set_expression_file = set_class_file
+
+    def set_expression(
+        self,
+        image: ImageLike,
+        name: str,
+        strength: float = 1.0,
+        face_index: int | None = None,
+        residual: bool = True,
+    ) -> Image.Image:
+        """``image`` with the expression (class) ``name``, everything else kept:
+        x' = G(E_c(x), e_y + strength·(e_name − e_y)) with e_y = E_y(x) (paper §3.2; strength
+        0 ≈ a reconstruction; with ``residual`` only the model's change is added to the photo,
+        see :meth:`set_class_file`). Unknown names raise :class:`UsageError` listing the valid ones.
+
+        Shape: photo (W, H) → photo (W, H); only the chosen face's region changes.
+        """
+        return self.set_class_file(image, name, strength, face_index, residual)
+
+    def swap_pose(
+        self, image: ImageLike, ref: ImageLike, face_index: int | None = None
+    ) -> Image.Image:
+        """``image``'s class (identity) with ``ref``'s content (pose, expression):
+        x(1←2) = G(E_c(ref), E_y(image)) (paper §3.2).
+
+        Shape: photo (W, H) → photo (W, H); only the chosen face's region changes.
+        """
+        return self.swap_content_file(image, self.encode_content_file(ref), face_index)
 
     @torch.inference_mode()
     def reconstruct(self, image: ImageLike) -> Image.Image:

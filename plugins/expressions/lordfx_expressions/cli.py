@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -25,11 +26,25 @@ def expression_command(
         "-o",
         help="Output file, or output folder when IMAGE is a folder [default: IMAGE_<to>.*].",
     ),
-    face_index: int | None = typer.Option(None, "--face", min=0, help="Which detected face."),
+    face_index: int | None = typer.Option(
+        None,
+        "--face",
+        min=0,
+        help="Which detected face to edit (see --list-faces) [default: largest].",
+    ),
+    list_faces: bool = typer.Option(
+        False, "--list-faces", help="Print the detected faces of IMAGE and exit."
+    ),
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Batch: keep existing outputs."
     ),
     list_names: bool = typer.Option(False, "--list", help="Print the expression names and exit."),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="Paste the whole generated face instead of adding only the edit's change "
+        "(residual edit, the default: keeps the photo's detail).",
+    ),
 ) -> None:
     """Change the facial expression of IMAGE to --to NAME."""
     from lordfx.batch import run_batch
@@ -42,6 +57,9 @@ def expression_command(
         return
     if image is None:
         raise UsageError("missing argument IMAGE (see 'lordfx expression --help')")
+    if list_faces:  # detection only: needs no trained model
+        _print_faces(image, domain.make_preprocessor().with_face_index(face_index))
+        return
     if to is None:
         raise UsageError("missing option --to NAME; valid: " + ", ".join(domain.class_names))
     if to not in domain.class_names:
@@ -54,8 +72,21 @@ def expression_command(
     editor = lordfx.load("expressions")
 
     def process(path: Path):  # noqa: ANN202
-        return editor.set_expression_file(path, to, strength=strength, face_index=face_index)
+        return editor.set_expression_file(
+            path, to, strength=strength, face_index=face_index, residual=not replace
+        )
 
     report = run_batch(image, output, process, to, skip_existing)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def _print_faces(image: Path, pre: Any) -> None:
+    """One JSON line per face detected in ``image`` (``--list-faces``); ``read_image``
+    names the file when it is missing, a folder or not an image."""
+    import json
+
+    from lordfx.imageio import read_image
+
+    for row in pre.list_faces(read_image(image)):
+        typer.echo(json.dumps(row))

@@ -11,6 +11,7 @@ becomes horizontal.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -21,18 +22,31 @@ CROP_SCALE = 2.0  # crop side / face-box width
 CENTRE_DROP = 0.1  # crop centre sits this many box heights below the box centre
 
 
-def crop_params(box: FaceBox) -> tuple[float, float, int]:
+@dataclass(frozen=True)
+class Framing:
+    """Where the canonical crop sits relative to the Haar box: side = scale·w, centre
+    ``drop``·h below the box centre. Other domains (e.g. FER2013's tight crops) pass their
+    own."""
+
+    scale: float = CROP_SCALE
+    drop: float = CENTRE_DROP
+
+
+CELEBA_FRAMING = Framing()
+
+
+def crop_params(box: FaceBox, framing: Framing = CELEBA_FRAMING) -> tuple[float, float, int]:
     """The crop square (cx, cy, side) in pixel-corner coordinates.
 
-    side = round(2.0·w); the centre is chosen so that the top-left corner
+    side = round(scale·w) (celeba: 2.0·w); the centre is chosen so that the top-left corner
     (cx − side/2, cy − side/2) equals the recipe's rounded corner
-    (round(x + w/2 − side/2), round(y + h/2 + 0.1·h − side/2)), i.e. the rounding of the
-    training crops is reproduced. With a roll, the 0.1·h drop follows the face's own "down"
+    (round(x + w/2 − side/2), round(y + h/2 + drop·h − side/2)), i.e. the rounding of the
+    training crops is reproduced. With a roll, the drop·h follows the face's own "down"
     direction instead of the image's.
     """
-    side = round_half_up(CROP_SCALE * box.w)
+    side = round_half_up(framing.scale * box.w)
     theta = math.radians(box.roll_degrees)
-    drop = CENTRE_DROP * box.h
+    drop = framing.drop * box.h
     cx = box.x + box.w / 2 - math.sin(theta) * drop
     cy = box.y + box.h / 2 + math.cos(theta) * drop
     if box.roll_degrees == 0.0:
@@ -41,7 +55,7 @@ def crop_params(box: FaceBox) -> tuple[float, float, int]:
     return cx, cy, side
 
 
-def similarity_matrix(box: FaceBox, size: int) -> np.ndarray:
+def similarity_matrix(box: FaceBox, size: int, framing: Framing = CELEBA_FRAMING) -> np.ndarray:
     """The forward 2×3 matrix M: photo pixel (X, Y) → crop pixel (u, v).
 
     Shape: → (2, 3) float64.
@@ -53,7 +67,7 @@ def similarity_matrix(box: FaceBox, size: int) -> np.ndarray:
     u = k·(X − x0 + ½) − ½, exactly the sample positions of ``cv2.resize(INTER_AREA)`` of
     the square starting at x0.
     """
-    cx, cy, side = crop_params(box)
+    cx, cy, side = crop_params(box, framing)
     k = size / side
     theta = math.radians(box.roll_degrees)
     c, s = math.cos(theta) * k, math.sin(theta) * k
@@ -123,19 +137,19 @@ def warp_to_crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray, box: FaceBox, size: int
+    image: np.ndarray, box: FaceBox, size: int, framing: Framing = CELEBA_FRAMING
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut the canonical face crop out of ``image`` (resampling: :func:`warp_to_crop`).
 
-    Shape: (H, W, 3) uint8 → ((size, size, 3) uint8, M (2, 3), M_inv (2, 3)), where M maps
+    Shape: (H, W, C) uint8 → ((size, size, C) uint8, M (2, 3), M_inv (2, 3)), where M maps
     photo pixels to crop pixels (see :func:`similarity_matrix`) and M_inv the reverse.
-    At roll 0 the crop equals the celeba_faces recipe exactly.
+    At roll 0 with the default framing the crop equals the celeba_faces recipe exactly.
     """
     if image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(f"expected an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
     if size <= 0:
         raise ValueError(f"crop size must be positive, got {size}")
-    m = similarity_matrix(box, size)
+    m = similarity_matrix(box, size, framing)
     return warp_to_crop(image, m, size), m, cv2.invertAffineTransform(m)
 
 
