@@ -1,7 +1,19 @@
-"""``lordfx bench PRESET``: training images/s per stage and transfer latency, measured with
-the same step functions training uses, on synthetic data of the preset's shape.
+"""``lordfx bench PRESET``: training images/s per stage, FLOPs per step and transfer latency,
+measured with the same step functions training uses, on synthetic data of the preset's shape.
 
-Each number is the median over ``steps`` timed steps after ``warmup`` untimed ones.
+Each rate is the median over ``steps`` timed steps after ``warmup`` untimed ones. The first
+warm-up step of each stage runs eagerly under ``torch.utils.flop_counter.FlopCounterMode``:
+its forward + backward FLOPs (2 per multiply-add, summed over the matmuls and convolutions
+actually executed; elementwise ops are not counted) divided by the batch give
+``*_flops_per_image``. Achieved GFLOP/s = FLOPs per image × images/s, and its fraction of
+``peak_gflops`` (the best rate of a large ``torch.mm`` in the run's dtype, or ``--peak-gflops``).
+
+Modes: ``optimised`` is training's own path (uint8 data on the device, foreach/fused Adam, no
+per-step host sync, the configured precision and memory format, optionally ``torch.compile``);
+``plain`` computes the same maths the way the authors' reference implementation does
+(``bench_plain``). Both modes build their models from the same seed, draw the same noise and
+step on the same batch, so their first-step losses (``*_first_loss``) agree: the check that a
+speed-up compares the same maths.
 """
 
 from __future__ import annotations
@@ -10,115 +22,271 @@ import contextlib
 import resource
 import statistics
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from lordfx.errors import LordfxError, UsageError
 from lordfx.nets import AmortizedModel
+from lordfx_trainer import bench_plain
+from lordfx_trainer.bench_report import STAGES, Peaks, count_flops, sync, with_rates
 from lordfx_trainer.config import TrainConfig
 from lordfx_trainer.loop import DeviceData, make_optimizer
 from lordfx_trainer.models import LatentModel
-from lordfx_trainer.steps import amortized_step, latent_step
+from lordfx_trainer.steps import Batch, amortized_step, latent_step
+
+NUM_CLASSES = 16
+MODES = ("optimised", "plain")
+LossesFn = Callable[[Batch], dict[str, torch.Tensor]]
 
 
-def _timed(fn: Any, warmup: int, steps: int, device: torch.device) -> float:
+@dataclass
+class Harness:
+    """One mode ready to time: a training step per stage, a transfer call per batch size."""
+
+    steps: dict[str, Callable[[], Any]]  # each returns the step's loss
+    transfer: Callable[[int], Callable[[], Any]]
+    compile_targets: list[torch.nn.Module]
+
+
+def _timed(fn: Callable[[], Any], warmup: int, steps: int, device: torch.device) -> float:
     """Median seconds per call of ``fn``."""
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def _train_step(
-    module: torch.nn.Module, opt: torch.optim.Optimizer, losses_fn: Any, autocast: Any
-) -> Any:
-    def step() -> None:
-        with autocast():
-            losses = losses_fn()
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
+def _models(
+    cfg: TrainConfig, num_images: int, device: torch.device, fmt: torch.memory_format
+) -> tuple[LatentModel, AmortizedModel]:
+    """Stage-1 and stage-2 models, freshly seeded: every mode starts from the same weights."""
+    torch.manual_seed(cfg.seed)
+    latent = LatentModel(
+        cfg.model_config(), NUM_CLASSES, num_images, cfg.class_mode, cfg.content_mode
+    ).to(device, memory_format=fmt)
+    amortized = AmortizedModel(cfg.model_config()).to(device, memory_format=fmt)
+    return latent, amortized
 
-    return step
+
+def _param_groups(cfg: TrainConfig, latent: LatentModel, amortized: AmortizedModel) -> dict:
+    """Per stage, the optimiser's parameter groups as ``run.Run`` builds them."""
+    encoders = [*amortized.class_encoder.parameters(), *amortized.content_encoder.parameters()]
+    return {
+        "latent": latent.param_groups(cfg.generator_lr, cfg.code_lr),
+        "amortized": [
+            {"params": list(amortized.generator.parameters()), "lr": cfg.amortized_generator_lr},
+            {"params": encoders, "lr": cfg.encoder_lr},
+        ],
+    }
+
+
+def _step_losses(
+    cfg: TrainConfig, latent: LatentModel, amortized: AmortizedModel, loss_fn: Any, n: int
+) -> dict[str, LossesFn]:
+    """Per stage: Batch → named losses, calling the step functions as training does."""
+    device = next(latent.parameters()).device
+    noise = torch.Generator(device=device).manual_seed(cfg.seed)  # same draws in every mode
+    t_class = torch.zeros(NUM_CLASSES, cfg.class_dim, device=device)
+    t_content = torch.zeros(n, cfg.content_dim, device=device)
+    return {
+        "latent": lambda b: latent_step(
+            latent, b, loss_fn, cfg.content_noise_std, cfg.content_decay,
+            cfg.content_decay_on, noise,
+        ),
+        "amortized": lambda b: amortized_step(
+            amortized, b, loss_fn, t_class, t_content,
+            cfg.class_code_weight, cfg.content_code_weight,
+        ),
+    }  # fmt: skip
+
+
+def _optimised(
+    cfg: TrainConfig, images: np.ndarray, ids: np.ndarray, loss_fn: Any, device: torch.device
+) -> Harness:
+    """Training's own path (``run.Run`` + ``loop.run_stage``), as configured."""
+    data = DeviceData(images, ids, device, cfg.channels_last)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    latent, amortized = _models(cfg, len(images), device, fmt)
+    losses = _step_losses(cfg, latent, amortized, loss_fn, len(images))
+    groups = _param_groups(cfg, latent, amortized)
+    opts = {s: make_optimizer(groups[s], device) for s in STAGES}
+    idx = torch.arange(cfg.batch_size, device=device) % len(images)
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    if cfg.precision == "bf16":
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+
+    def train_step(stage: str) -> Callable[[], torch.Tensor]:
+        def step() -> torch.Tensor:
+            with autocast():
+                loss = losses[stage](data.batch(idx))["loss"]
+            opts[stage].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[stage].step()
+            return loss.detach()  # no host sync: training syncs once per log interval
+
+        return step
+
+    def transfer(n: int) -> Callable[[], Any]:
+        x = data.batch(torch.arange(n, device=device) % len(images)).images
+
+        def call() -> None:
+            with torch.inference_mode(), autocast():
+                amortized.eval().transfer(x, x)
+
+        return call
+
+    nets = [m for m in latent.children() if not isinstance(m, torch.nn.Embedding)]
+    nets += [amortized.generator, amortized.class_encoder, amortized.content_encoder]
+    return Harness({s: train_step(s) for s in STAGES}, transfer, nets)
+
+
+def _plain(
+    cfg: TrainConfig, images: np.ndarray, ids: np.ndarray, loss_fn: Any, device: torch.device
+) -> Harness:
+    """The reference implementation's way (``bench_plain``): fp32, contiguous, eager."""
+    data = bench_plain.HostData(images, ids, device)
+    latent, amortized = _models(cfg, len(images), device, torch.contiguous_format)
+    losses = _step_losses(cfg, latent, amortized, bench_plain.plain_loss(loss_fn), len(images))
+    groups = _param_groups(cfg, latent, amortized)
+    indices = [i % len(images) for i in range(cfg.batch_size)]
+    steps = {
+        s: bench_plain.plain_train_step(
+            data, indices, losses[s], bench_plain.plain_optimizer(groups[s])
+        )
+        for s in STAGES
+    }
+
+    def transfer(n: int) -> Callable[[], Any]:
+        x = data.batch([i % len(images) for i in range(n)]).images
+
+        def call() -> None:
+            with torch.no_grad():
+                amortized.eval().transfer(x, x)
+
+        return call
+
+    return Harness(steps, transfer, [])
+
+
+def _compile(harness: Harness, device: torch.device) -> dict[str, float]:
+    """``torch.compile`` the networks in place, then time each stage's first (compiling) step."""
+    for net in harness.compile_targets:
+        net.compile()
+    out = {}
+    for stage in STAGES:
+        t0 = time.perf_counter()
+        try:
+            harness.steps[stage]()
+        except Exception as exc:  # inductor fails in many ways (no C++ compiler, unsupported op)
+            raise LordfxError(
+                f"--compile failed in the {stage} step (run without --compile): {exc}"
+            ) from exc
+        sync(device)
+        out[f"{stage}_compile_s"] = time.perf_counter() - t0
+    return out
+
+
+def bench_mode(
+    cfg: TrainConfig,
+    loss_fn: torch.nn.Module,
+    mode: str = "optimised",
+    steps: int = 5,
+    warmup: int = 2,
+    num_images: int = 512,
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Measure one mode (``optimised`` or ``plain``) for ``cfg``; see the module docstring."""
+    if mode not in MODES:
+        raise UsageError(f"unknown bench mode {mode!r}; valid: {', '.join(MODES)}")
+    device = _device(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    s, c = cfg.image_size, cfg.channels
+    images = rng.integers(0, 256, (num_images, s, s, c), dtype=np.uint8)
+    ids = np.arange(num_images) % NUM_CLASSES
+    harness = (_optimised if mode == "optimised" else _plain)(cfg, images, ids, loss_fn, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result: dict[str, Any] = {"mode": mode, "compile": compile}
+    for stage in STAGES:  # warm-up step 1, eager and counted
+        flops, loss = count_flops(harness.steps[stage])
+        result[f"{stage}_flops_per_image"] = flops / cfg.batch_size
+        result[f"{stage}_first_loss"] = float(loss)
+    if compile:
+        result.update(_compile(harness, device))
+    for stage in STAGES:
+        sec = _timed(harness.steps[stage], max(0, warmup - 1), steps, device)
+        result[f"{stage}_images_per_s"] = cfg.batch_size / sec
+    for n in (1, 64):
+        sec = _timed(harness.transfer(n), warmup, steps, device)
+        result[f"transfer_batch{n}_ms"] = 1000 * sec
+        result[f"transfer_batch{n}_images_per_s"] = n / sec
+    result["peak_memory_mb"] = _peak_memory_mb(device)
+    return result
 
 
 def bench(
-    cfg: TrainConfig, steps: int = 5, warmup: int = 2, num_images: int = 512
+    cfg: TrainConfig,
+    steps: int = 5,
+    warmup: int = 2,
+    num_images: int = 512,
+    mode: str = "optimised",
+    compare_plain: bool = False,
+    compile: bool = False,
+    peak_gflops: float | None = None,
 ) -> dict[str, Any]:
-    """Images/s of stage 1 and stage 2 training steps and transfer latency for ``cfg``."""
+    """The ``lordfx bench`` report: ``mode``'s numbers at the top level; with
+    ``compare_plain``, the plain mode's under ``"plain"`` and the speed-up per stage."""
     from lordfx_trainer.losses import build_loss
+
+    if compile and (mode == "plain"):
+        raise UsageError("--compile applies to the optimised path, not to --plain")
+    device = _device(cfg)
+    keys = ("image_size", "channels", "width", "batch_size", "loss", "precision", "channels_last")
+    result: dict[str, Any] = {"config": {k: getattr(cfg, k) for k in keys}}
+    result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    result.update(torch=torch.__version__, threads=torch.get_num_threads())
+    result.update(steps=steps, warmup=warmup)
+    loss_fn = build_loss(cfg.loss, allow_random_weights=True).to(device)  # speed only
+    peaks = Peaks(device, peak_gflops)
+    main = bench_mode(cfg, loss_fn, mode, steps, warmup, num_images, compile)
+    result.update(with_rates(main, peaks, _dtype(cfg, mode)))
+    if compare_plain and mode != "plain":
+        plain = bench_mode(cfg, loss_fn, "plain", steps, warmup, num_images)
+        result["plain"] = with_rates(plain, peaks, torch.float32)
+        result["speedup_vs_plain"] = {
+            s: main[f"{s}_images_per_s"] / plain[f"{s}_images_per_s"] for s in STAGES
+        }
+        result["first_loss_relative_difference"] = {
+            s: abs(main[f"{s}_first_loss"] - plain[f"{s}_first_loss"])
+            / max(abs(plain[f"{s}_first_loss"]), 1e-12)
+            for s in STAGES
+        }
+    return result
+
+
+def _dtype(cfg: TrainConfig, mode: str) -> torch.dtype:
+    return torch.bfloat16 if cfg.precision == "bf16" and mode == "optimised" else torch.float32
+
+
+def _device(cfg: TrainConfig) -> torch.device:
     from lordfx_trainer.run import resolve_device
 
-    device = resolve_device(cfg.device)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    s, c, b = cfg.image_size, cfg.channels, cfg.batch_size
-    images = rng.integers(0, 256, (num_images, s, s, c), dtype=np.uint8)
-    data = DeviceData(images, np.arange(num_images) % 16, device, cfg.channels_last)
-    loss_fn = build_loss(cfg.loss, allow_random_weights=True).to(device)  # speed only
-    if cfg.precision == "bf16":
-        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
-    else:
-        autocast = contextlib.nullcontext
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    batch = data.batch(torch.arange(b, device=device) % num_images)
-    latent = LatentModel(cfg.model_config(), 16, num_images).to(device, memory_format=fmt)
-    opt = make_optimizer(latent.param_groups(cfg.generator_lr, cfg.code_lr), device)
-    step1 = _train_step(
-        latent, opt, lambda: latent_step(latent, batch, loss_fn, 1.0, 1e-3, "clean"), autocast
-    )
-    amortized = AmortizedModel(cfg.model_config()).to(device, memory_format=fmt)
-    opt2 = make_optimizer([{"params": amortized.parameters(), "lr": 1e-4}], device)
-    t_class, t_content = (
-        torch.zeros(16, cfg.class_dim, device=device),
-        torch.zeros(num_images, cfg.content_dim, device=device),
-    )
-    step2 = _train_step(
-        amortized,
-        opt2,
-        lambda: amortized_step(amortized, batch, loss_fn, t_class, t_content, 10.0, 10.0),
-        autocast,
-    )
-    result: dict[str, Any] = {
-        "config": {
-            k: getattr(cfg, k)
-            for k in (
-                "image_size",
-                "channels",
-                "width",
-                "batch_size",
-                "loss",
-                "precision",
-                "channels_last",
-            )
-        }
-    }
-    result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    result["latent_images_per_s"] = b / _timed(step1, warmup, steps, device)
-    result["amortized_images_per_s"] = b / _timed(step2, warmup, steps, device)
-    amortized.eval()
-    for n in (1, 64):
-        x = data.batch(torch.arange(n, device=device) % num_images).images
+    return resolve_device(cfg.device)
 
-        def infer(x: torch.Tensor = x) -> None:
-            with torch.inference_mode(), autocast():
-                amortized.transfer(x, x)
 
-        sec = _timed(infer, warmup, steps, device)
-        result[f"transfer_batch{n}_ms"] = 1000 * sec
-        result[f"transfer_batch{n}_images_per_s"] = n / sec
+def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
-        result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # process-wide maximum RSS: in a --compare-plain run it includes the mode measured first
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def with_overrides(cfg: TrainConfig, **kw: Any) -> TrainConfig:

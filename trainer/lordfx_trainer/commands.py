@@ -89,12 +89,28 @@ def bench_command(
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or auto."),
     steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per measurement (median)."),
+    plain: bool = typer.Option(
+        False, "--plain", help="Measure only the reference-style fp32 contiguous baseline."
+    ),
+    compare_plain: bool = typer.Option(
+        False, "--compare-plain", help="Also measure the plain baseline; print the speed-up."
+    ),
+    compile: bool = typer.Option(
+        False, "--compile", help="torch.compile the generator and encoders (optimised path)."
+    ),
+    peak_gflops: float | None = typer.Option(
+        None, "--peak-gflops", min=0.001, help="Hardware peak GFLOP/s (default: timed matmul)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Measure training images/s per stage and transfer latency for a preset."""
+    """Measure training images/s and FLOPs per stage, and transfer latency, for a preset."""
+    from lordfx.errors import UsageError
     from lordfx_trainer.bench import bench, with_overrides
+    from lordfx_trainer.bench_report import format_report
     from lordfx_trainer.train import resolve_config
 
+    if plain and (compare_plain or compile):
+        raise UsageError("--plain measures the baseline alone: drop --compare-plain/--compile")
     cfg = with_overrides(
         resolve_config(preset, {}),
         batch_size=batch_size,
@@ -102,18 +118,25 @@ def bench_command(
         channels_last=channels_last,
         device=device,
     )
-    result = bench(cfg, steps=steps)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    for key, value in result.items():
-        typer.echo(f"{key:<32} {value:.2f}" if isinstance(value, float) else f"{key:<32} {value}")
+    result = bench(
+        cfg,
+        steps=steps,
+        mode="plain" if plain else "optimised",
+        compare_plain=compare_plain,
+        compile=compile,
+        peak_gflops=peak_gflops,
+    )
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
 def ship_command(
     bundle: Path = typer.Argument(..., help="A run's bundle directory (RUN/bundle)."),
-    to: Path = typer.Option(..., "--to", help="Destination bundle directory, e.g. a plugin's model/."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --to."),
+    to: Path = typer.Option(
+        ..., "--to", help="Destination bundle directory, e.g. a plugin's model/."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing bundle at --to."
+    ),
 ) -> None:
     """Copy a trained bundle as fp16 safetensors (how plugins ship their models)."""
     from lordfx.bundle import load_bundle, save_bundle
