@@ -20,6 +20,7 @@ from .celeba import load_celeba
 from .fer2013 import load_fer2013
 from .folder import load_folder
 from .kth import load_kth
+from .npz import load_npz
 from .rafd import load_rafd
 from .smallnorb import load_smallnorb, load_smallnorb_poses
 from .synthetic import load_synthetic
@@ -44,6 +45,7 @@ READERS: dict[str, Callable[..., ImageDataset]] = {
     "folder": load_folder,
     "fer2013": load_fer2013,
     "synthetic": load_synthetic,
+    "npz": load_npz,  # a prepared dataset file (lordfx export-data)
 }
 #: Readers that generate their data and therefore take ``root=None``.
 NO_ROOT = frozenset({"synthetic"})
