@@ -67,3 +67,47 @@ def eval_command(
         for line in summary_lines(result):
             typer.echo(line, err=True)
         typer.echo(json.dumps(result, indent=2) if as_json else str(run_dir / EVAL_FILE))
+
+
+def eval_faces_command(
+    run_dir: Path = typer.Argument(..., help="A faces run directory written by `lordfx train`."),
+    pairs: int = typer.Option(500, "--pairs", help="Held-out (FACE, REF) pairs (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of pairs, probe splits and probes."),
+    lpips: bool = typer.Option(
+        True, "--lpips/--no-lpips", help="LPIPS alex (needs `lordfx weights`); L1 always."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    tto_steps: int = typer.Option(
+        200, "--tto-steps", help="Test-time optimisation steps for runs without stage 2."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for eval_faces.json and eval_faces/ [default: RUN_DIR]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
+) -> None:
+    """Faces metrics on held-out identities with dlib (optional extra `eval-faces`):
+    identity kept (128-d descriptor), pose taken (68 landmarks), the paper's CelebA
+    protocol, content→identity leakage and reconstruction LPIPS, with baselines.
+
+    Writes RUN_DIR/eval_faces.json and RUN_DIR/eval_faces/*.png (or into --out); prints a
+    markdown summary.
+    """
+    from lordfx.errors import UsageError
+    from lordfx_trainer.evaluation.faces import (
+        EVAL_FACES_FILE,
+        FaceEvalSettings,
+        evaluate_faces,
+        summary_markdown,
+    )
+
+    if pairs < 1 or tto_steps < 0:
+        raise UsageError("--pairs must be >= 1 and --tto-steps >= 0")
+    settings = FaceEvalSettings(
+        pairs=pairs, seed=seed, lpips=lpips, device=device, tto_steps=tto_steps
+    )
+    command = ["lordfx", "eval-faces", str(run_dir), "--pairs", str(pairs), "--seed", str(seed)]
+    command += ["--lpips" if lpips else "--no-lpips", "--device", device]
+    command += ["--tto-steps", str(tto_steps)] + (["--out", str(out)] if out else [])
+    result = evaluate_faces(run_dir, settings, command, out)
+    typer.echo(f"wrote {(out or run_dir) / EVAL_FACES_FILE}", err=True)
+    typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))

@@ -15,10 +15,17 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_commands(app: typer.Typer) -> None:
-    from lordfx_trainer import commands, eval_cli
+    from lordfx_trainer import commands, eval_cli, export_cli
 
     app.command("presets")(commands.presets_command)
     app.command("train")(commands.train_command)
     app.command("weights")(commands.weights_command)
     app.command("bench")(commands.bench_command)
+    app.command("ship")(commands.ship_command)
+    app.command("export-data")(export_cli.export_data_command)
+    app.command("export-weights")(export_cli.export_weights_command)
     app.command("eval")(eval_cli.eval_command)
+    app.command("eval-faces")(eval_cli.eval_faces_command)
+    from lordfx_trainer.eval_expressions_cli import eval_expressions_command
+
+    app.command("eval-expressions")(eval_expressions_command)
