@@ -77,7 +77,9 @@ def test_ship_command_writes_fp16_copy_with_provenance(tmp_path, model):
 
     from lordfx.cli import build_app
 
-    src = save_bundle(tmp_path / "run" / "bundle", model, {"class_names": ["a"]}, torch.randn(1, 256))
+    src = save_bundle(
+        tmp_path / "run" / "bundle", model, {"class_names": ["a"]}, torch.randn(1, 256)
+    )
     dest = tmp_path / "plugin" / "model"
     result = CliRunner().invoke(build_app(), ["ship", str(src), "--to", str(dest)])
     assert result.exit_code == 0, result.output
