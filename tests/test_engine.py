@@ -151,6 +151,46 @@ def test_dry_run_prints_resolved_config():
     assert bad.exit_code == 2 and "valid presets:" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("ablation", "label", "keys"),
+    [
+        ("full", "full", {"class_mode": "latent", "content_mode": "latent"}),
+        ("amortized", "amortized", {"class_mode": "amortized", "content_mode": "amortized"}),
+        ("semi-amortized", "semi-amortized", {"class_mode": "latent", "content_mode": "amortized"}),
+        ("no-reg", "w/o regularisation", {"content_noise_std": 0.0, "content_decay": 0.0}),
+        ("no-stage2", "w/o stage 2", {"amortized_epochs": 0}),
+    ],
+)
+def test_ablation_option_sets_table3_variant(ablation, label, keys):
+    result = runner.invoke(build_app(), ["train", str(TINY), "--ablation", ablation, "--dry-run"])
+    assert result.exit_code == 0, result.stderr
+    cfg = json.loads(result.stdout)
+    assert {k: cfg[k] for k in keys} == keys
+    assert TrainConfig.from_dict(cfg).ablation == label
+
+
+def test_presets_lists_ablations():
+    result = runner.invoke(build_app(), ["presets"])
+    assert result.exit_code == 0
+    assert "cars3d-cpu" in result.stdout
+    assert "no-reg             content_noise_std=0.0 content_decay=0.0" in result.stdout
+
+
+def test_ablation_option_errors():
+    bad = runner.invoke(build_app(), ["train", str(TINY), "--ablation", "nope", "--dry-run"])
+    assert bad.exit_code == 2
+    assert "unknown ablation 'nope'" in bad.stderr and "no-reg" in bad.stderr
+    both = runner.invoke(build_app(), ["train", "--resume", "x", "--ablation", "no-reg"])
+    assert both.exit_code == 2 and "--ablation" in both.stderr
+    # --set still wins over the ablation's keys
+    tuned = runner.invoke(
+        build_app(),
+        ["train", str(TINY), "--ablation", "no-reg", "--set", "content_decay=1e-4", "--dry-run"],
+    )
+    cfg = json.loads(tuned.stdout)
+    assert cfg["content_noise_std"] == 0.0 and cfg["content_decay"] == 1e-4
+
+
 def test_tiny_run_via_cli_trains_both_stages(tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(build_app(), ["train", str(TINY), "--out", str(run)])

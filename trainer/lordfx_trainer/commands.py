@@ -13,8 +13,14 @@ def presets_command() -> None:
     """List the training presets and what each one reproduces."""
     from lordfx_trainer.presets import available_presets, preset_header
 
+    from lordfx_trainer.config import ABLATIONS
+
     for name, path in available_presets().items():
         typer.echo(f"{name:<18} {preset_header(path)}")
+    typer.echo("\nTable 3 ablations, on top of any preset with --ablation NAME:")
+    for name, keys in ABLATIONS.items():
+        sets = " ".join(f"{k}={v}" for k, v in keys.items()) or "(the preset as is)"
+        typer.echo(f"{name:<18} {sets}")
 
 
 def train_command(
@@ -31,27 +37,35 @@ def train_command(
     resume: Path | None = typer.Option(
         None, "--resume", help="Continue the run in this directory."
     ),
+    ablation: str | None = typer.Option(
+        None,
+        "--ablation",
+        help="Paper Table 3 variant on top of the preset: full, amortized, semi-amortized, no-reg, no-stage2.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train a LORD model: stage 1 (latent optimisation), then stage 2 (amortisation)."""
     from lordfx.errors import UsageError
-    from lordfx_trainer.config import parse_set_option
+    from lordfx_trainer.config import ablation_overrides, parse_set_option
     from lordfx_trainer.train import resolve_config, resume_run, start_run
 
     if resume is not None:
-        if preset is not None or set_ or data is not None:
+        if preset is not None or set_ or data is not None or ablation is not None:
             raise UsageError(
-                "--resume takes no PRESET, --data or --set: the run's config.json rules"
+                "--resume takes no PRESET, --data, --set or --ablation: the run's config.json rules"
             )
         bundle = resume_run(resume)
     elif preset is None:
         raise UsageError("missing argument PRESET (see `lordfx presets`) or --resume RUN_DIR")
     else:
-        cfg = resolve_config(preset, parse_set_option(set_))
+        # --set is applied after --ablation, so it can still adjust an ablation's keys.
+        overrides = ablation_overrides(ablation) if ablation else {}
+        cfg = resolve_config(preset, overrides | parse_set_option(set_))
         if dry_run:
             typer.echo(json.dumps(cfg.to_dict(), indent=2))
             return
-        run_dir = out or Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stem = Path(preset).stem + (f"-{ablation}" if ablation else "")
+        run_dir = out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         bundle = start_run(cfg, run_dir, data)
     typer.echo(str(bundle) if bundle else "(no bundle: stage 2 disabled)")
 

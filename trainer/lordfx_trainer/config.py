@@ -133,6 +133,23 @@ def apply_overrides(cfg: TrainConfig, data: dict[str, Any], source: str) -> Trai
     return replace(cfg, **clean)
 
 
+# Paper Table 3 variants as named overrides on top of any preset (`lordfx train P --ablation X`).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "amortized": {"class_mode": "amortized", "content_mode": "amortized"},
+    "semi-amortized": {"content_mode": "amortized"},
+    "no-reg": {"content_noise_std": 0.0, "content_decay": 0.0},
+    "no-stage2": {"amortized_epochs": 0},
+}
+
+
+def ablation_overrides(name: str) -> dict[str, Any]:
+    """The config keys of a Table 3 variant; unknown names list the valid ones."""
+    if name not in ABLATIONS:
+        raise UsageError(f"unknown ablation {name!r}; choose one of: {', '.join(ABLATIONS)}")
+    return dict(ABLATIONS[name])
+
+
 def parse_set_option(items: list[str]) -> dict[str, Any]:
     """``--set key=value`` pairs, values parsed as TOML scalars (``1e-3``, ``true``, ``"x"``)."""
     import tomllib
