@@ -11,9 +11,8 @@ import typer
 
 def presets_command() -> None:
     """List the training presets and what each one reproduces."""
-    from lordfx_trainer.presets import available_presets, preset_header
-
     from lordfx_trainer.config import ABLATIONS
+    from lordfx_trainer.presets import available_presets, preset_header
 
     for name, path in available_presets().items():
         typer.echo(f"{name:<18} {preset_header(path)}")
