@@ -169,6 +169,30 @@ def test_ablation_option_sets_table3_variant(ablation, label, keys):
     assert TrainConfig.from_dict(cfg).ablation == label
 
 
+def test_check_split_refuses_changed_data(tmp_path):
+    from types import SimpleNamespace
+
+    from lordfx_trainer.train import check_split
+
+    from lordfx.errors import LordfxError
+
+    extra = {
+        "train": {"num_images": 60, "num_classes": 6},
+        "heldout": {"split": {"heldout_class_names": ["a", "b"]}},
+    }
+    train = SimpleNamespace(num_images=60, num_classes=6)
+    check_split(tmp_path, extra, train, SimpleNamespace(class_names=["a", "b"]))  # same: fine
+    with pytest.raises(LordfxError, match=r"held-out classes \['a', 'c'\] differ"):
+        check_split(tmp_path, extra, train, SimpleNamespace(class_names=["a", "c"]))
+    with pytest.raises(LordfxError, match="num_images = 59, the run recorded 60"):
+        check_split(
+            tmp_path,
+            extra,
+            SimpleNamespace(num_images=59, num_classes=6),
+            SimpleNamespace(class_names=["a", "b"]),
+        )
+
+
 def test_presets_lists_ablations():
     result = runner.invoke(build_app(), ["presets"])
     assert result.exit_code == 0

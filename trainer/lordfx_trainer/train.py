@@ -98,6 +98,25 @@ def resume_run(run_dir: Path) -> Path | None:
     cfg, extra = read_run_config(run_dir)
     data_path = Path(extra["data_path"]) if extra.get("data_path") else None
     train, heldout = prepare_data(cfg, data_path)
+    check_split(run_dir, extra, train, heldout)
     run = Run(cfg, run_dir, train, heldout)
     run.load_checkpoint()
     return run.fit()
+
+
+def check_split(run_dir: Path, extra: dict[str, Any], train: Any, heldout: Any) -> None:
+    """The re-created data must be the recorded one (same held-out classes, same training set)."""
+    recorded = ((extra.get("heldout") or {}).get("split") or {}).get("heldout_class_names")
+    now = None if heldout is None else list(heldout.class_names)
+    if recorded is not None and recorded != now:
+        raise LordfxError(
+            f"{run_dir}: the re-created held-out classes {now} differ from the recorded "
+            f"{recorded} (dataset or reader changed since training)"
+        )
+    rec = extra.get("train") or {}
+    for key, value in (("num_images", train.num_images), ("num_classes", train.num_classes)):
+        if key in rec and rec[key] != value:
+            raise LordfxError(
+                f"{run_dir}: the re-created training set has {key} = {value}, the run recorded "
+                f"{rec[key]} (dataset or reader changed since training)"
+            )

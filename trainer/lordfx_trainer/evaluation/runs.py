@@ -77,7 +77,7 @@ def load_run(run_dir: Path, device: str = "auto") -> LoadedRun:
     """
     from lordfx.bundle import load_bundle
     from lordfx_trainer.run import resolve_device
-    from lordfx_trainer.train import prepare_data
+    from lordfx_trainer.train import check_split, prepare_data
 
     run_dir = Path(run_dir)
     cfg, extra = read_config(run_dir)
@@ -89,7 +89,7 @@ def load_run(run_dir: Path, device: str = "auto") -> LoadedRun:
         )
     data_path = Path(extra["data_path"]) if extra.get("data_path") else None
     train, heldout = prepare_data(cfg, data_path)
-    _check_split(run_dir, extra, heldout)
+    check_split(run_dir, extra, train, heldout)
     dev = resolve_device(device)
     latent = LatentModel(
         cfg.model_config(), train.num_classes, train.num_images, cfg.class_mode, cfg.content_mode
@@ -109,16 +109,6 @@ def load_run(run_dir: Path, device: str = "auto") -> LoadedRun:
             )
         amortized = load_bundle(run_dir / "bundle", device=dev).model
     return LoadedRun(run_dir, cfg, extra, train, heldout, latent, amortized, dev)
-
-
-def _check_split(run_dir: Path, extra: dict[str, Any], heldout: ImageDataset | None) -> None:
-    recorded = ((extra.get("heldout") or {}).get("split") or {}).get("heldout_class_names")
-    now = None if heldout is None else list(heldout.class_names)
-    if recorded is not None and recorded != now:
-        raise LordfxError(
-            f"{run_dir}: the re-created held-out classes {now} differ from the recorded "
-            f"{recorded} (dataset or reader changed since training)"
-        )
 
 
 def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
