@@ -85,7 +85,9 @@ def test_amortized_class_codes_are_averaged_within_the_batch():
 def test_ablation_switches_are_config_not_code():
     base = TrainConfig()
     assert base.ablation == "full"
-    assert apply_overrides(base, {"class_mode": "amortized"}, "t").ablation == "amortized"
+    both = {"class_mode": "amortized", "content_mode": "amortized"}
+    assert apply_overrides(base, both, "t").ablation == "amortized"
+    assert apply_overrides(base, {"class_mode": "amortized"}, "t").ablation == "amortized class"
     assert apply_overrides(base, {"content_mode": "amortized"}, "t").ablation == "semi-amortized"
     no_reg = {"content_noise_std": 0.0, "content_decay": 0.0}
     assert apply_overrides(base, no_reg, "t").ablation == "w/o regularisation"
@@ -198,6 +200,15 @@ def test_presets_lists_ablations():
     assert result.exit_code == 0
     assert "cars3d-cpu" in result.stdout
     assert "no-reg             content_noise_std=0.0 content_decay=0.0" in result.stdout
+
+
+def test_ablation_label_names_every_switch():
+    cfg = apply_overrides(
+        TrainConfig(),
+        {"content_noise_std": 0.0, "content_decay": 0.0, "amortized_epochs": 0},
+        source="test",
+    )
+    assert cfg.ablation == "w/o regularisation, w/o stage 2"
 
 
 def test_ablation_option_errors():

@@ -93,16 +93,17 @@ class TrainConfig:
 
     @property
     def ablation(self) -> str:
-        """Which paper Table 3 variant this is."""
+        """Which paper Table 3 variant(s) this is: "full" or the labels joined by ", "."""
+        labels = []
         if self.class_mode == "amortized":
-            return "amortized"
-        if self.content_mode == "amortized":
-            return "semi-amortized"
+            labels.append("amortized" if self.content_mode == "amortized" else "amortized class")
+        elif self.content_mode == "amortized":
+            labels.append("semi-amortized")
         if self.content_noise_std == 0 and self.content_decay == 0:
-            return "w/o regularisation"
+            labels.append("w/o regularisation")
         if self.amortized_epochs == 0:
-            return "w/o stage 2"
-        return "full"
+            labels.append("w/o stage 2")
+        return ", ".join(labels) or "full"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
