@@ -16,7 +16,15 @@ import torch
 from lordfx_trainer.config import TrainConfig, apply_overrides, parse_set_option
 from lordfx_trainer.losses import PixelL1Loss
 from lordfx_trainer.models import LatentModel
-from lordfx_trainer.steps import Batch, amortized_step, handoff, latent_step, optimize_codes
+from lordfx_trainer.run import stall_warning
+from lordfx_trainer.steps import (
+    Batch,
+    amortized_step,
+    handoff,
+    latent_step,
+    optimize_codes,
+    saturated_fraction,
+)
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -42,13 +50,33 @@ def test_latent_step_gradients_reach_codes_and_generator():
     model = LatentModel(CFG, num_classes=3, num_images=10)
     batch = _batch()
     losses = latent_step(model, batch, PixelL1Loss(), 1.0, 1e-3, "clean")
-    assert set(losses) == {"loss", "reconstruction", "content_decay"}
+    assert set(losses) == {"loss", "reconstruction", "content_decay", "saturated"}
     losses["loss"].backward()
     content_grad = model.content_embedding.weight.grad
     assert content_grad[:6].abs().sum(dim=1).min() > 0  # every image in the batch
     assert content_grad[6:].abs().sum() == 0  # images not in the batch are untouched
     assert model.class_embedding.weight.grad.abs().sum(dim=1).min() > 0
     assert all(p.grad is not None for p in model.generator.parameters())
+
+
+def test_saturated_output_is_measured_and_warned():
+    x = torch.tensor([0.0, 1.0, 0.5, 0.99995, 0.3, 1e-5, 0.7, 0.9999])
+    assert saturated_fraction(x).item() == pytest.approx(4 / 8)  # 0, 1, 0.99995, 1e-5
+    model = LatentModel(CFG, num_classes=3, num_images=10)
+    healthy = latent_step(model, _batch(), PixelL1Loss(), 1.0, 0.0, "clean")["saturated"]
+    assert healthy.item() == 0.0  # at init the sigmoid sits near 0.5
+    with torch.no_grad():  # the collapse seen in the fully amortized ablation: all white
+        model.generator.head[-1].bias.fill_(50.0)
+    dead = latent_step(model, _batch(), PixelL1Loss(), 1.0, 0.0, "clean")
+    assert dead["saturated"].item() == 1.0
+    dead["loss"].backward()
+    assert model.generator.head[-1].weight.grad.abs().max() < 1e-12  # nothing to learn from
+    row = {"stage": "latent", "step": 60, "saturated": 1.0}
+    warning = stall_warning(row, "generator_lr", 1e-3)
+    assert "step 60: 100.0% of generator output pixels are saturated" in warning
+    assert warning.endswith("--set generator_lr=3.3e-04")
+    assert stall_warning({**row, "saturated": 0.85}, "generator_lr", 1e-3) is None
+    assert stall_warning({"stage": "latent", "step": 1}, "generator_lr", 1e-3) is None
 
 
 def test_noise_only_in_training_and_decay_on_clean_code():
@@ -112,7 +140,7 @@ def test_amortized_step_regresses_stage1_codes():
     batch = _batch()
     class_targets, content_targets = torch.randn(3, 16), torch.randn(10, 16)
     losses = amortized_step(model, batch, PixelL1Loss(), class_targets, content_targets, 10.0, 10.0)
-    assert set(losses) == {"loss", "reconstruction", "class_code", "content_code"}
+    assert set(losses) == {"loss", "reconstruction", "class_code", "content_code", "saturated"}
     total = losses["reconstruction"] + 10 * losses["class_code"] + 10 * losses["content_code"]
     assert torch.allclose(losses["loss"], total)
 

@@ -27,7 +27,13 @@ from lordfx_trainer.config import TrainConfig
 from lordfx_trainer.data.base import ImageDataset
 from lordfx_trainer.grids import pick_grid_indices, plot_losses, save_grid, swap_grid
 from lordfx_trainer.models import LatentModel
-from lordfx_trainer.steps import amortized_step, handoff, latent_step, stage1_targets
+from lordfx_trainer.steps import (
+    STALLED_SATURATION,
+    amortized_step,
+    handoff,
+    latent_step,
+    stage1_targets,
+)
 
 log = logging.getLogger("lordfx.trainer")
 STATE_FILE = "trainer_state.pt"
@@ -38,6 +44,18 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def stall_warning(row: dict[str, float], lr_key: str, lr: float) -> str | None:
+    """The one-line warning for a log row whose generator output is saturated, else None."""
+    share = row.get("saturated", 0.0)
+    if share < STALLED_SATURATION:
+        return None
+    return (
+        f"stage {row['stage']} step {row['step']}: {share:.1%} of generator output pixels are "
+        "saturated (sigmoid at 0 or 1, no gradient): training has stalled; restart with a "
+        f"lower learning rate, e.g. --set {lr_key}={lr / 3:.1e}"
+    )
 
 
 class Run:
@@ -51,6 +69,7 @@ class Run:
         self.device = resolve_device(cfg.device)
         self.data = loop.DeviceData(train.images, train.class_ids, self.device, cfg.channels_last)
         self.state = loop.LoopState()
+        self._stall_warned: set[str] = set()
         self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         from lordfx_trainer.losses import build_loss
@@ -196,6 +215,11 @@ class Run:
     # -- callbacks --------------------------------------------------------------------------
     def _on_log(self, row: dict[str, float]) -> None:
         loop.append_jsonl(self.dir / "metrics.jsonl", row)
+        key = "generator_lr" if row["stage"] == "latent" else "encoder_lr"
+        warning = stall_warning(row, key, getattr(self.cfg, key))
+        if warning and row["stage"] not in self._stall_warned:
+            self._stall_warned.add(row["stage"])
+            log.warning("%s: %s", self.dir, warning)
         bar, task = self._progress
         text = f"{row['stage']} loss {row['loss']:.4f} {row['images_per_s']:.0f} img/s"
         bar.update(task, completed=row["step"], description=text)
