@@ -85,7 +85,11 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 4), squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
         sel = [r for r in rows if r["stage"] == stage]
-        keys = [k for k in sel[0] if k not in {"stage", "epoch", "step", "lr", "images_per_s", "saturated"}]
+        keys = [
+            k
+            for k in sel[0]
+            if k not in {"stage", "epoch", "step", "lr", "images_per_s", "saturated"}
+        ]
         for key in keys:
             ax.plot([r["step"] for r in sel], [r[key] for r in sel], label=key)
         ax.set_yscale("log")
