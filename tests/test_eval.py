@@ -244,6 +244,14 @@ def test_compare_two_runs_table_and_json(runs, app, tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["run"] for r in rows[:2]] == ["full", "nostage2"]
     assert rows[0]["y_from_c"]["chance"] > 0 and (runs["full"] / "eval.json").is_file()
+    # --tto-steps changes only the run without stage 2: full's eval.json is reused
+    before = {k: (runs[k] / "eval.json").stat().st_mtime_ns for k in ("full", "nostage2")}
+    again = runner.invoke(app, [*args, "--out", str(out), "--tto-steps", "7", *_lpips_flag()])
+    assert again.exit_code == 0, again.stderr
+    after = {k: (runs[k] / "eval.json").stat().st_mtime_ns for k in ("full", "nostage2")}
+    assert after["full"] == before["full"] and after["nostage2"] != before["nostage2"]
+    redone = json.loads((runs["nostage2"] / "eval.json").read_text())
+    assert redone["settings"]["tto_steps"] == 7
 
 
 def test_eval_errors_are_one_line(app, tmp_path):

@@ -25,8 +25,21 @@ BASELINE_NAMES = {
 COLUMNS = ("run", "ablation", "LPIPS alex ↓", "L1 ↓", "SSIM ↑", "y←c (chance)", "y→c (chance)")
 
 
-def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k not in _COSMETIC}
+#: Test-time optimisation settings: they change only the numbers of runs without stage 2.
+_TTO = ("tto_steps", "tto_lr")
+
+
+def _comparable(settings: dict[str, Any], uses_tto: bool = True) -> dict[str, Any]:
+    ignored = _COSMETIC if uses_tto else _COSMETIC + _TTO
+    return {k: v for k, v in settings.items() if k not in ignored}
+
+
+def _uses_tto(run_dir: Path) -> bool:
+    """True for a "w/o stage 2" run (held-out codes come from test-time optimisation)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("amortized_epochs") == 0
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return True  # unreadable: compare everything (evaluate_run reports the real problem)
 
 
 def load_or_evaluate(
@@ -40,7 +53,8 @@ def load_or_evaluate(
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
             data = {}
-        same = _comparable(data.get("settings", {})) == _comparable(settings.to_dict())
+        tto = _uses_tto(Path(run_dir))
+        same = _comparable(data.get("settings", {}), tto) == _comparable(settings.to_dict(), tto)
         if data.get("format") == FORMAT and same:
             log.info("%s: reusing %s", run_dir, path)
             return data
