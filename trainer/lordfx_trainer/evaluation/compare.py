@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lordfx.errors import LordfxError
 from lordfx_trainer.evaluation.report import EVAL_FILE, FORMAT, EvalSettings, evaluate_run
+from lordfx_trainer.evaluation.runs import read_config
 
 log = logging.getLogger("lordfx.eval")
 #: Settings that do not change the numbers, so an eval.json made with others is reused.
@@ -37,9 +39,10 @@ def _comparable(settings: dict[str, Any], uses_tto: bool = True) -> dict[str, An
 def _uses_tto(run_dir: Path) -> bool:
     """True for a "w/o stage 2" run (held-out codes come from test-time optimisation)."""
     try:
-        return json.loads((run_dir / "config.json").read_text()).get("amortized_epochs") == 0
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return True  # unreadable: compare everything (evaluate_run reports the real problem)
+        cfg, _ = read_config(run_dir)
+    except LordfxError:
+        return True  # not readable as a run: compare everything (evaluate_run says why)
+    return cfg.amortized_epochs == 0
 
 
 def load_or_evaluate(
