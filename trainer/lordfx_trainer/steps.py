@@ -1,4 +1,5 @@
-"""Per-stage training steps: each takes a batch and returns a dict of named losses.
+"""Per-stage training steps: each takes a batch and returns a dict of named losses (plus
+"saturated", the share of stuck sigmoid outputs, logged beside them; only "loss" is optimised).
 
 Stage 1 (paper Eq. 3-4): L = ℓ(G(c_i + n, e_y), x_i) + λ‖c_i‖², n ~ N(0, σ²I).
 Stage 2 (paper Eq. 5):   L = ℓ(G(E_c(x), E_y(x)), x) + α1‖E_y(x) − e_y‖² + α2‖E_c(x) − c‖²,
@@ -39,7 +40,7 @@ def saturated_fraction(images: torch.Tensor) -> torch.Tensor:
     sigmoid passes no gradient and training has stalled (seen with the fully amortized
     ablation at generator_lr 1e-3). In bf16 every output above ~0.998 rounds to 1.0 and counts.
     """
-    x = images.detach().float()
+    x = images.float()  # no_grad: nothing here joins the graph
     return ((x < SATURATION_EPS) | (x > 1 - SATURATION_EPS)).float().mean()
 
 
