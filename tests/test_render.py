@@ -1,0 +1,139 @@
+"""lordfx.render: the edit r → g rendered on a full-resolution crop (motion + residual)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lordfx.errors import UsageError
+from lordfx.render import (
+    RenderSettings,
+    check_render,
+    estimate_motion,
+    render_photo,
+    render_warp,
+    resize_flow,
+    warp,
+)
+
+S, N = 64, 256  # model side, full-resolution crop side (4×)
+
+
+def _pattern(n: int, shift: float = 0.0) -> np.ndarray:
+    """Shape: → (n, n, 3) float in [0, 1], a smooth texture moved right by ``shift`` px."""
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    xs = xs - shift / n
+    v = 0.5 + 0.2 * np.sin(2 * np.pi * 3 * xs) * np.cos(2 * np.pi * 2 * ys)
+    v += 0.2 * np.cos(2 * np.pi * 5 * xs + 1) * np.sin(2 * np.pi * 4 * ys + 0.5)
+    return np.repeat(v[:, :, None], 3, axis=2)
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    """A detailed full-resolution crop (blurred noise: every pixel differs)."""
+    rng = np.random.default_rng(0)
+    return cv2.GaussianBlur((rng.random((N, N, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+
+
+def test_zero_flow_returns_the_input_exactly(crop):
+    flow = np.zeros((N, N, 2), np.float32)
+    np.testing.assert_array_equal(warp(crop, flow), crop)
+    as_float = crop.astype(np.float32)
+    np.testing.assert_array_equal(warp(as_float, flow), as_float)
+
+
+def test_identical_recon_and_edit_leave_the_crop_unchanged(crop):
+    r = _pattern(S)
+    assert not estimate_motion(r, r).any()
+    np.testing.assert_array_equal(render_warp(crop, r, r.copy()), crop)
+
+
+def test_strength_zero_is_the_crop_byte_for_byte(crop):
+    out = render_warp(crop, _pattern(S), _pattern(S, 3.0), strength=0.0)
+    np.testing.assert_array_equal(out, crop)
+    assert out is not crop
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_a_translation_moves_the_full_resolution_crop_by_the_scaled_amount(crop, strength):
+    # g is r moved 3 model px right; on a 4× crop that is 12 px, scaled by strength.
+    out = render_warp(crop, _pattern(S), _pattern(S, 3.0), strength=strength)
+    a = crop[64:192, 64:192, 0].astype(np.float32)
+    b = out[64:192, 64:192, 0].astype(np.float32)
+    (dx, dy), response = cv2.phaseCorrelate(a, b)
+    assert abs(dx - 12.0 * strength) < 0.5 and abs(dy) < 0.5
+    assert response > 0.8  # moved, not repainted: the crop's own detail is still there
+
+
+def test_motion_is_confined_to_the_mask(crop):
+    mask = np.zeros((S, S), np.float32)
+    mask[16:48, 16:48] = 1.0
+    out = render_warp(crop, _pattern(S), _pattern(S, 3.0), mask=mask)
+    outside = np.ones((N, N), bool)
+    outside[56:200, 56:200] = False  # the mask's footprint (4×) plus bilinear spread
+    np.testing.assert_array_equal(out[outside], crop[outside])
+    assert np.abs(out[80:176, 80:176].astype(int) - crop[80:176, 80:176]).mean() > 5
+
+
+def test_residual_is_only_low_frequency():
+    # A flat reconstruction (nothing to track) and an edit that adds a smooth brightening
+    # plus a model-pixel checkerboard: only the smooth part reaches the photo.
+    r = np.full((S, S, 3), 0.5, np.float32)
+    checker = (np.indices((S, S)).sum(0) % 2).astype(np.float32)[:, :, None] * 2 - 1
+    g = r + 0.1 + 0.1 * checker
+    flat = np.full((N, N, 3), 100, np.uint8)
+    out = render_warp(flat, r, g).astype(np.float32)
+    centre = out[32:-32, 32:-32]
+    assert abs(centre.mean() - (100 + 0.1 * 255)) < 1.0  # the low frequency, all of it
+    assert centre.std() < 0.1 * 0.1 * 255  # < 10 % of the checkerboard's amplitude
+
+
+def test_grey_model_residual_keeps_an_rgb_crops_chroma():
+    r = np.full((S, S, 1), 0.5, np.float32)
+    crop = np.zeros((N, N, 3), np.uint8)
+    crop[..., 0], crop[..., 1], crop[..., 2] = 60, 120, 180
+    out = render_warp(crop, r, r + 0.1).astype(int)
+    diff = out - crop
+    assert diff[N // 2, N // 2, 0] > 20
+    np.testing.assert_array_equal(diff[..., 0], diff[..., 1])
+    np.testing.assert_array_equal(diff[..., 1], diff[..., 2])
+
+
+def test_resize_flow_scales_the_vectors():
+    flow = np.full((16, 16, 2), 1.0, np.float32)
+    up = resize_flow(flow, (64, 32))
+    assert up.shape == (32, 64, 2)
+    np.testing.assert_allclose(up[..., 0], 4.0)
+    np.testing.assert_allclose(up[..., 1], 2.0)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(UsageError, match="valid: warp, generate"):
+        check_render("paint")
+    with pytest.raises(UsageError, match="strength"):
+        render_warp(np.zeros((8, 8, 3), np.uint8), _pattern(S), _pattern(S), strength=1.5)
+    with pytest.raises(ValueError, match="uint8"):
+        render_warp(np.zeros((8, 8, 3), np.float32), _pattern(S), _pattern(S))
+    with pytest.raises(ValueError, match="flow_size"):
+        RenderSettings(flow_size=4)
+
+
+def test_render_photo_without_photo_crop_methods_uses_the_centre_square():
+    # A third-party preprocessor with only to_model/from_model: the photo's centre square
+    # at full resolution comes back, moved by the model's motion.
+    rng = np.random.default_rng(1)
+    arr = cv2.GaussianBlur((rng.random((N, N + 40, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+    photo = Image.fromarray(arr)
+    r = torch.from_numpy(_pattern(S).transpose(2, 0, 1).copy())
+    g = torch.from_numpy(_pattern(S, 3.0).transpose(2, 0, 1).copy())
+    out = render_photo(object(), None, photo, r, g)
+    assert out.size == (N, N)
+    square = arr[:, 20 : 20 + N]
+    (dx, _), _ = cv2.phaseCorrelate(
+        square[64:192, 64:192, 0].astype(np.float32),
+        np.asarray(out)[64:192, 64:192, 0].astype(np.float32),
+    )
+    assert abs(dx - 12.0) < 0.5
