@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from lordfx_trainer.cli.eval_cli import eval_command
 from lordfx_trainer.data.base import ImageDataset
-from lordfx_trainer.eval_cli import eval_command
 from lordfx_trainer.evaluation import (
     EvalSettings,
     ProbeSettings,

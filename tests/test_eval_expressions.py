@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lordfx_trainer.cli.eval_expressions_cli import eval_expressions_command
 from lordfx_trainer.data.fer2013 import EXPRESSIONS
-from lordfx_trainer.eval_expressions_cli import eval_expressions_command
 from lordfx_trainer.evaluation import expr_yale
 from lordfx_trainer.evaluation.expr_classifier import (
     ClassifierSettings,

@@ -86,7 +86,7 @@ def test_face_box_pixels():
 
 def test_lordfx_and_eval_faces_modules_do_not_import_dlib():
     code = (
-        "import sys, lordfx.api, lordfx_trainer.plugin, lordfx_trainer.evaluation.faces; "
+        "import sys, lordfx.api, lordfx_trainer.cli.plugin, lordfx_trainer.evaluation.faces; "
         "assert 'dlib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,10 +17,10 @@ import pytest
 import scipy.io
 import torch
 from lordfx_trainer import weights as w
+from lordfx_trainer.cli.export_cli import same_dataset, write_half_weights
 from lordfx_trainer.data import load_dataset
 from lordfx_trainer.data.base import ImageDataset
 from lordfx_trainer.data.npz import read_info, read_npz, write_npz
-from lordfx_trainer.export_cli import same_dataset, write_half_weights
 from lordfx_trainer.train import prepare_data, resolve_config
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_commands(app: typer.Typer) -> None:
-    from lordfx_trainer import commands, eval_cli, export_cli
+    from lordfx_trainer.cli import commands, eval_cli, export_cli
 
     app.command("presets")(commands.presets_command)
     app.command("train")(commands.train_command)
@@ -26,6 +26,6 @@ def register_commands(app: typer.Typer) -> None:
     app.command("export-weights")(export_cli.export_weights_command)
     app.command("eval")(eval_cli.eval_command)
     app.command("eval-faces")(eval_cli.eval_faces_command)
-    from lordfx_trainer.eval_expressions_cli import eval_expressions_command
+    from lordfx_trainer.cli.eval_expressions_cli import eval_expressions_command
 
     app.command("eval-expressions")(eval_expressions_command)
