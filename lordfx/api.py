@@ -18,6 +18,7 @@ from lordfx.domain import Domain
 from lordfx.errors import InputError, UsageError
 from lordfx.imageio import read_image
 from lordfx.preprocess import ResizePreprocessor, tensor_to_pil
+from lordfx.render import check_render, render_photo
 
 ImageLike = Image.Image | str | os.PathLike[str]
 
@@ -128,16 +129,37 @@ class Editor:
 
     @torch.inference_mode()
     def swap_content_file(
-        self, path: ImageLike, content_code: torch.Tensor, face_index: int | None = None
+        self,
+        path: ImageLike,
+        content_code: torch.Tensor,
+        face_index: int | None = None,
+        render: str = "generate",
     ) -> Image.Image:
         """``path``'s class with ``content_code`` (e.g. swap-pose: identity kept, pose taken),
-        mapped back into the photo by the domain's preprocessor."""
+        mapped back into the photo by the domain's preprocessor.
+
+        ``render="generate"`` pastes the model's pixels; ``"warp"`` renders the change from
+        the model's reconstruction G(E_c(x), E_y(x)) to the edit on the photo's own pixels
+        at its resolution (motion + low-frequency residual, :mod:`lordfx.render`)."""
+        check_render(render)
         pre = self._pre_for(face_index)
         x, context, photo = self._load(path, pre)
-        generated = self.model.decode(content_code, self.model.encode_class(x))[0]
+        class_code = self.model.encode_class(x)
+        generated = self.model.decode(content_code, class_code)[0]
+        if render == "warp":
+            recon = self.model.decode(self.model.encode_content(x), class_code)[0]
+            return render_photo(pre, context, photo, recon, generated)
         return pre.from_model(generated, context, photo)
 
-    swap_pose_file = swap_content_file
+    def swap_pose_file(
+        self,
+        path: ImageLike,
+        content_code: torch.Tensor,
+        face_index: int | None = None,
+        render: str = "warp",
+    ) -> Image.Image:
+        """:meth:`swap_content_file` with the faces default, ``render="warp"``."""
+        return self.swap_content_file(path, content_code, face_index, render)
 
     @torch.inference_mode()
     def set_class_file(
@@ -147,14 +169,16 @@ class Editor:
         strength: float = 1.0,
         face_index: int | None = None,
         residual: bool = True,
+        render: str = "warp",
     ) -> Image.Image:
         """``path``'s content with the learned code of class ``name``, interpolated from the
         image's own class code by ``strength`` in [0, 1] (0 = reconstruction).
 
-        ``residual`` (where the preprocessor supports it, ``from_model_delta``): only the
-        change G(c, code) − G(c, own code) is added to the photo, so detail the model's
-        resolution cannot render is kept and strength 0 returns the photo unchanged;
-        otherwise the generated crop replaces the region."""
+        ``render="warp"``: the change from G(c, own code) to G(c, code) is rendered on the
+        photo's own pixels at its resolution (motion + low-frequency residual,
+        :mod:`lordfx.render`), so strength 0 returns the photo unchanged. ``"generate"``
+        (or ``residual=False``, the older spelling): the generated crop replaces the region."""
+        check_render(render)
         if not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength must be in [0, 1], got {strength}")
         target = self.class_code(name)[None]
@@ -164,9 +188,9 @@ class Editor:
         code = own + strength * (target - own)
         content = self.model.encode_content(x)
         generated = self.model.decode(content, code)[0]
-        if residual and hasattr(pre, "from_model_delta"):
+        if render == "warp" and residual:
             base = self.model.decode(content, own)[0]
-            return pre.from_model_delta(generated, base, context, photo)
+            return render_photo(pre, context, photo, base, generated)
         return pre.from_model(generated, context, photo)
 
     set_expression_file = set_class_file
@@ -178,25 +202,33 @@ class Editor:
         strength: float = 1.0,
         face_index: int | None = None,
         residual: bool = True,
+        render: str = "warp",
     ) -> Image.Image:
         """``image`` with the expression (class) ``name``, everything else kept:
         x' = G(E_c(x), e_y + strength·(e_name − e_y)) with e_y = E_y(x) (paper §3.2; strength
-        0 ≈ a reconstruction; with ``residual`` only the model's change is added to the photo,
-        see :meth:`set_class_file`). Unknown names raise :class:`UsageError` listing the valid ones.
+        0 = the photo; ``render`` "warp" moves the photo's own pixels as the model's edit
+        moves its reconstruction, "generate" pastes the model's pixels, see
+        :meth:`set_class_file`). Unknown names raise :class:`UsageError` listing the valid ones.
 
         Shape: photo (W, H) → photo (W, H); only the chosen face's region changes.
         """
-        return self.set_class_file(image, name, strength, face_index, residual)
+        return self.set_class_file(image, name, strength, face_index, residual, render)
 
     def swap_pose(
-        self, image: ImageLike, ref: ImageLike, face_index: int | None = None
+        self,
+        image: ImageLike,
+        ref: ImageLike,
+        face_index: int | None = None,
+        render: str = "warp",
     ) -> Image.Image:
         """``image``'s class (identity) with ``ref``'s content (pose, expression):
-        x(1←2) = G(E_c(ref), E_y(image)) (paper §3.2).
+        x(1←2) = G(E_c(ref), E_y(image)) (paper §3.2). ``render="warp"`` (default) moves the
+        photo's own face at its resolution by the motion from the model's reconstruction
+        G(E_c(image), E_y(image)) to x(1←2); ``"generate"`` pastes the model's pixels.
 
         Shape: photo (W, H) → photo (W, H); only the chosen face's region changes.
         """
-        return self.swap_content_file(image, self.encode_content_file(ref), face_index)
+        return self.swap_content_file(image, self.encode_content_file(ref), face_index, render)
 
     @torch.inference_mode()
     def reconstruct(self, image: ImageLike) -> Image.Image:

@@ -105,8 +105,8 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (out * np.array([size[0] / w, size[1] / h], dtype=np.float32)).astype(np.float32)
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward warp: out(p) = image(p + flow(p)) (bilinear, edges replicated).
+def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Backward warp: out(p) = image(p + flow(p)) (edges replicated).
 
     Shape: image (H, W, C) float32 or uint8, flow (H, W, 2) float32 in pixels → image's
     shape and dtype. Where the flow is 0 the input is returned exactly.
@@ -117,7 +117,7 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         image,
         grid_x + flow[..., 0],
         grid_y + flow[..., 1],
-        interpolation=cv2.INTER_LINEAR,
+        interpolation=interpolation,
         borderMode=cv2.BORDER_REPLICATE,
     )
     if out.ndim == 2 and image.ndim == 3:
@@ -202,7 +202,9 @@ def render_warp(
         residual = cv2.GaussianBlur(residual, (0, 0), sigma).reshape(residual.shape)
     if region is not None:
         residual *= region[:, :, None]
-    moved = warp(crop.astype(np.float32), resize_flow(flow, (w, h)) * strength)
+    # Bicubic on the photo's pixels: bilinear at sub-pixel offsets halves their
+    # high-frequency energy (measured on examples/astronaut.jpg's face: Laplacian variance).
+    moved = warp(crop.astype(np.float32), resize_flow(flow, (w, h)) * strength, cv2.INTER_CUBIC)
     added = _resize(residual, (w, h), cv2.INTER_LINEAR) * (strength * 255.0)
     out = np.clip(np.rint(moved + added), 0, 255).astype(np.uint8)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -137,3 +139,67 @@ def test_render_photo_without_photo_crop_methods_uses_the_centre_square():
         np.asarray(out)[64:192, 64:192, 0].astype(np.float32),
     )
     assert abs(dx - 12.0) < 0.5
+
+
+# -- the whole path with the shipped faces model on the example photos (public domain) --------
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def example_photos() -> tuple[Image.Image, Image.Image]:
+    with (
+        Image.open(EXAMPLES / "astronaut.jpg") as a,
+        Image.open(EXAMPLES / "grace_hopper.jpg") as h,
+    ):
+        return a.convert("RGB"), h.convert("RGB")
+
+
+def _laplacian_variance(image: Image.Image, box: tuple[int, int, int, int]) -> float:
+    """High-frequency energy: variance of the Laplacian of the luma inside ``box``."""
+    x, y, w, h = box
+    grey = np.asarray(image.convert("L"), dtype=np.float64)[y : y + h, x : x + w]
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def test_swap_pose_warp_is_sharp_and_keeps_the_photo_elsewhere(example_photos):
+    from lordfx_faces.align import crop_params
+
+    import lordfx
+
+    astronaut, hopper = example_photos
+    editor = lordfx.load("faces")
+    _, ctx = editor.pre.to_model(astronaut)
+    cx, cy, side = crop_params(ctx.face)
+    ys, xs = np.mgrid[0 : astronaut.height, 0 : astronaut.width] + 0.5
+    far = np.maximum(np.abs(xs - cx), np.abs(ys - cy)) > 0.55 * side
+    before = np.asarray(astronaut)
+    outs = {m: editor.swap_pose(astronaut, hopper, render=m) for m in ("warp", "generate")}
+    box = (ctx.face.x, ctx.face.y, ctx.face.w, ctx.face.h)
+    for out in outs.values():
+        after = np.asarray(out)
+        assert out.size == astronaut.size and out.mode == "RGB"
+        np.testing.assert_array_equal(after[far], before[far])
+        assert np.abs(after.astype(int) - before)[~far].mean() > 0.5  # the face changed
+    sharp = {m: _laplacian_variance(out, box) for m, out in outs.items()}
+    # Warp moves the photo's own face (its detail stays); generate pastes a 48² face.
+    assert sharp["warp"] > 4 * sharp["generate"]
+    assert sharp["warp"] > 0.6 * _laplacian_variance(astronaut, box)  # measured 0.79
+    assert editor.swap_pose(astronaut, hopper) == outs["warp"]  # the default
+
+
+def test_cli_render_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from lordfx.cli import build_app
+
+    runner = CliRunner()
+    face, ref = EXAMPLES / "astronaut.jpg", EXAMPLES / "grace_hopper.jpg"
+    bad = runner.invoke(build_app(), ["swap-pose", str(face), str(ref), "--render", "paint"])
+    assert bad.exit_code != 0 and "valid: warp, generate" in bad.output
+    out = tmp_path / "gen.png"
+    args = ["swap-pose", str(face), str(ref), "--render", "generate", "-o", str(out)]
+    ok = runner.invoke(build_app(), args)
+    assert ok.exit_code == 0, ok.output
+    assert Image.open(out).size == Image.open(face).size
+    bad = runner.invoke(build_app(), ["expression", str(face), "--to", "happy", "--render", "x"])
+    assert bad.exit_code != 0 and "valid: warp, generate" in bad.output

@@ -40,10 +40,14 @@ def expression_command(
     ),
     list_names: bool = typer.Option(False, "--list", help="Print the expression names and exit."),
     replace: bool = typer.Option(
-        False,
-        "--replace",
-        help="Paste the whole generated face instead of adding only the edit's change "
-        "(residual edit, the default: keeps the photo's detail).",
+        False, "--replace", help="The same as --render generate (older spelling)."
+    ),
+    render: str = typer.Option(
+        "warp",
+        "--render",
+        help="warp: move the photo's own pixels as the model's edit moves its reconstruction, "
+        "plus its low-frequency change (keeps the photo's detail); generate: paste the "
+        "model's face.",
     ),
 ) -> None:
     """Change the facial expression of IMAGE to --to NAME."""
@@ -64,6 +68,9 @@ def expression_command(
         raise UsageError("missing option --to NAME; valid: " + ", ".join(domain.class_names))
     if to not in domain.class_names:
         raise UsageError(f"unknown expression {to!r}; valid: {', '.join(domain.class_names)}")
+    from lordfx.render import check_render
+
+    render = "generate" if replace else check_render(render)
     if not image.exists():
         raise InputError(image, "no such file or folder")
     domain.require_bundle()
@@ -73,7 +80,7 @@ def expression_command(
 
     def process(path: Path):  # noqa: ANN202
         return editor.set_expression_file(
-            path, to, strength=strength, face_index=face_index, residual=not replace
+            path, to, strength=strength, face_index=face_index, render=render
         )
 
     report = run_batch(image, output, process, to, skip_existing)

@@ -1,9 +1,14 @@
-"""The expressions domain's preprocessor: detect → FER2013 framing → model → paste back.
+"""The expressions domain's preprocessor: detect → framing → model → paste back.
 
 Reuses the faces plugin's Haar detection, roll correction, similarity alignment and feathered
 paste-back (:class:`lordfx_faces.preprocess.FacePreprocessor`); only the framing, the paste
-ellipse and the colour handling differ. The model is grey (FER2013), so for a colour photo
-only the luminance is edited: the model sees the aligned luma crop Y (ITU-R 601, the weights
+ellipse and the colour handling differ, and both follow the bundle's channels:
+
+- colour (``channels=3``, trained on taiwanese_expressions' posed photos): the RGB crop at
+  ``POSED_FRAMING``, pasted back in RGB through ``POSED_ELLIPSE``;
+- grey (``channels=1``, FER2013): the luma crop at ``FER_FRAMING``, edited in luminance only.
+
+For a grey model and a colour photo only the luminance is edited: the model sees the aligned luma crop Y (ITU-R 601, the weights
 FER2013's grey and PIL's ``"L"`` use), the generated luma is pasted into the photo's Y
 channel, and the change ΔY is added equally to R, G and B. In YCbCr, Cb and Cr are weighted
 sums of R, G, B whose weights sum to 0, so adding ΔY to all three keeps the photo's chroma
@@ -13,8 +18,10 @@ exactly (up to clipping at 0/255). Pixels outside the paste mask are byte-identi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,6 +35,8 @@ from PIL import Image
 # The expressions Domain's image_size (lordfx_expressions/__init__.py); the editor passes
 # the bundle's own size.
 DEFAULT_IMAGE_SIZE = 48
+# The domain's default channels when no bundle says otherwise (FER2013 grey).
+DEFAULT_CHANNELS = 1
 
 # FER2013's framing, measured with the faces plugin's Haar detector by
 # scripts/measure_fer_framing.py (defaults: 100 random train images per expression, seed 0,
@@ -51,15 +60,53 @@ FER_ELLIPSE = Ellipse(centre=(0.5, 0.52), axes=(0.42, 0.44))
 TIGHT_CROP_MAX_SIDE = 256
 DETECT_MIN_SIDE = 192
 
+# taiwanese_expressions' posed photos (128², head and shoulders on a light background),
+# measured by scripts/measure_posed_framing.py with this module's detect() (all 1,232
+# photos, 4 without a face): image side / box width median 1.376 (IQR 1.32–1.44), box
+# centre 0.118 box heights below the image centre (IQR 0.088–0.156), horizontal offset
+# −0.021 widths (IQR −0.051–0.007), roll 0 in ≥ 95 %. The box spans forehead to chin. The
+# colour model's crop is the box plus 7.5 % on each side, centred on it: a side of ~107 px
+# that stays inside the 128² photos (no edge replication) and gives the face, not the
+# background or shoulders, the model's pixels; on other photos it frames the same face.
+POSED_FRAMING = Framing(scale=1.15, drop=0.0)
+# The box spans [0.065, 0.935] of that crop; the mask covers it and is fully opaque over
+# brows, eyes and mouth (inside 0.75 of the ellipse radius at the default feather).
+POSED_ELLIPSE = Ellipse(centre=(0.5, 0.52), axes=(0.42, 0.46))
+
 
 @dataclass(frozen=True)
 class ExpressionPreprocessor(FacePreprocessor):
-    """Faces at FER2013's framing, edited in luminance only (see module doc).
+    """Faces at the framing of the model's training data (see module doc): ``channels=1``
+    FER2013's, edited in luminance only; ``channels=3`` the posed photos', edited in RGB.
 
     Inherits detection (``detect``, ``choose``, ``list_faces``) and ``with_face_index``.
-    ``color_match`` here matches the generated crop's luma mean/std inside the mask to the
-    original face's.
+    ``color_match`` matches the generated crop's mean/std inside the mask to the original
+    face's (luma for grey, Lab for colour).
     """
+
+    channels: int = DEFAULT_CHANNELS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {self.channels}")
+
+    # render="warp" (lordfx.render) takes the photo's crop in this framing and pastes
+    # through this ellipse; the RGB crop moves, a grey model's residual changes luma only.
+    @property
+    def framing(self) -> Framing:  # type: ignore[override]
+        return POSED_FRAMING if self.channels == 3 else FER_FRAMING
+
+    @property
+    def ellipse(self) -> Ellipse:  # type: ignore[override]
+        return POSED_ELLIPSE if self.channels == 3 else FER_ELLIPSE
+
+    def crop(self, image: Image.Image, face: FaceBox) -> np.ndarray:
+        """The model's view of ``face`` in ``image``: (S, S, C) uint8, C = ``channels``
+        (the training crops of lordfx_trainer's taiwanese reader are made by this)."""
+        if self.channels == 3:
+            return align_face(_rgb(image), face, self.image_size, self.framing)[0]
+        return align_face(_luma(image)[:, :, None], face, self.image_size, self.framing)[0]
 
     def detect(self, image: Image.Image) -> list[FaceBox]:
         """Faces in ``image``, largest first, in its pixel coordinates; small images are
@@ -78,34 +125,46 @@ class ExpressionPreprocessor(FacePreprocessor):
         return [_unmap(f, pad, k) for f in super().detect(Image.fromarray(padded))]
 
     def to_model(self, image: Image.Image) -> tuple[torch.Tensor, FaceContext]:
-        """Shape: PIL photo (any size, any mode) → ((1, S, S) float in [0, 1] luma,
-        :class:`FaceContext` whose ``crop`` is the luma crop tiled to (S, S, 3) uint8).
+        """Shape: PIL photo (any size, any mode) → ((C, S, S) float in [0, 1], RGB for a
+        colour model, luma for a grey one; :class:`FaceContext` whose ``crop`` is the crop as
+        (S, S, 3) uint8, luma tiled for grey).
 
         Raises :class:`lordfx_faces.preprocess.NoFaceError` when there is no usable face.
         """
-        luma = _luma(image)
         faces = self.detect(image)
         index = self.choose(faces)
-        crop, m, m_inv = align_face(luma[:, :, None], faces[index], self.image_size, FER_FRAMING)
-        tiled = np.repeat(crop, 3, axis=2)
+        source = _rgb(image) if self.channels == 3 else _luma(image)[:, :, None]
+        crop, m, m_inv = align_face(source, faces[index], self.image_size, self.framing)
+        tiled = crop if self.channels == 3 else np.repeat(crop, 3, axis=2)
         ctx = FaceContext(faces[index], index, len(faces), image.size, m, m_inv, tiled)
         return torch.from_numpy(crop.transpose(2, 0, 1).copy()).float().div_(255), ctx
 
     def from_model(
         self, generated: torch.Tensor, context: FaceContext, original: Image.Image
     ) -> Image.Image:
-        """Shape: (1, S, S) float in [0, 1] → PIL of the original's size: mode ``"L"`` for
-        an ``"L"`` original, else RGB with the original's chroma and the edited luma."""
-        if tuple(generated.shape) != (1, self.image_size, self.image_size):
-            raise ValueError(
-                f"expected a (1, {self.image_size}, {self.image_size}) tensor, "
-                f"got {tuple(generated.shape)}"
-            )
+        """Shape: (C, S, S) float in [0, 1] → PIL of the original's size: mode ``"L"`` for
+        an ``"L"`` original, else RGB: a colour model's face pasted in RGB, a grey model's
+        luma pasted with the original's chroma kept."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if tuple(generated.shape) != expected:
+            raise ValueError(f"expected a {expected} tensor, got {tuple(generated.shape)}")
         if original.size != context.image_size:
             raise ValueError(
                 f"original is {original.size}, but the face was found in a "
                 f"{context.image_size} image"
             )
+        if self.channels == 3:
+            gen = generated.detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+            out = paste_back(
+                _rgb(original),
+                gen,
+                context.M_inv,
+                feather=self.feather,
+                color_match=self.color_match,
+                reference_crop=context.crop,
+                ellipse=self.ellipse,
+            )
+            return _as_mode(out, original)
         luma = _luma(original)
         new_luma = self._paste_luma(luma, generated, context)
         if original.mode == "L":
@@ -120,11 +179,11 @@ class ExpressionPreprocessor(FacePreprocessor):
         original: Image.Image,
     ) -> Image.Image:
         """Residual edit: add ``generated − base`` (the edit's change, e.g. G(c, e_target) −
-        G(c, e_own)) to the photo's luma at full resolution, keeping everything the edit
-        does not change, and the chroma. Shape: generated and base (1, S, S) in [0, 1] →
-        PIL of the original's size (``"L"`` stays ``"L"``). A zero change returns the
-        photo's pixels unchanged."""
-        expected = (1, self.image_size, self.image_size)
+        G(c, e_own)) to the photo at full resolution (a grey model's to its luma, keeping
+        the chroma), keeping everything the edit does not change. Shape: generated and base
+        (C, S, S) in [0, 1] → PIL of the original's size (``"L"`` stays ``"L"``). A zero
+        change returns the photo's pixels unchanged."""
+        expected = (self.channels, self.image_size, self.image_size)
         if tuple(generated.shape) != expected or tuple(base.shape) != expected:
             raise ValueError(
                 f"expected two {expected} tensors, got {tuple(generated.shape)} "
@@ -136,6 +195,11 @@ class ExpressionPreprocessor(FacePreprocessor):
                 f"{context.image_size} image"
             )
         delta = (generated.float() - base.float()).cpu().numpy().transpose(1, 2, 0)
+        if self.channels == 3:
+            out = paste_delta(
+                _rgb(original), delta, context.M_inv, feather=self.feather, ellipse=self.ellipse
+            )
+            return _as_mode(out, original)
         luma = _luma(original)
         new_luma = paste_delta(
             np.repeat(luma[:, :, None], 3, axis=2),
@@ -195,6 +259,18 @@ def _unmap(face: FaceBox, pad: int, k: int) -> FaceBox:
     )
 
 
+def _rgb(image: Image.Image) -> np.ndarray:
+    """Shape: PIL image → (H, W, 3) uint8 RGB."""
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _as_mode(rgb: np.ndarray, original: Image.Image) -> Image.Image:
+    """An RGB result as an image of the original's kind: ``"L"`` stays ``"L"`` (ITU-R 601
+    luma of the result), anything else is RGB."""
+    out = Image.fromarray(rgb)
+    return out.convert("L") if original.mode == "L" else out
+
+
 def _luma(image: Image.Image) -> np.ndarray:
     """Shape: PIL image → (H, W) uint8 luma (an ``"L"`` image as it is)."""
     if image.mode == "L":
@@ -202,9 +278,25 @@ def _luma(image: Image.Image) -> np.ndarray:
     return to_grey(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
+def bundle_channels(bundle: Path | None = None) -> int:
+    """The channels of a bundle's model (default: the plugin's shipped one), from its
+    config.json ``architecture``; ``DEFAULT_CHANNELS`` when there is none to read."""
+    from lordfx_expressions import MODEL_DIR
+
+    path = Path(bundle if bundle is not None else MODEL_DIR) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["architecture"]["channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_CHANNELS
+
+
 def make_preprocessor(
-    image_size: int = DEFAULT_IMAGE_SIZE, face_index: int | None = None
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    face_index: int | None = None,
+    channels: int | None = None,
 ) -> ExpressionPreprocessor:
     """Factory named by the expressions Domain
-    (``lordfx_expressions.preprocess:make_preprocessor``)."""
-    return ExpressionPreprocessor(image_size=image_size, face_index=face_index)
+    (``lordfx_expressions.preprocess:make_preprocessor``). ``channels`` None follows the
+    shipped bundle (colour or grey), the model the editor loads with it."""
+    channels = bundle_channels() if channels is None else channels
+    return ExpressionPreprocessor(image_size=image_size, face_index=face_index, channels=channels)

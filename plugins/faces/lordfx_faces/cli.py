@@ -32,6 +32,12 @@ def swap_pose_command(
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Batch: keep existing outputs."
     ),
+    render: str = typer.Option(
+        "warp",
+        "--render",
+        help="warp: move FACE's own pixels at the photo's resolution as the model moves its "
+        "reconstruction (sharp); generate: paste the model's pixels (its resolution).",
+    ),
 ) -> None:
     """Keep the identity of FACE and take the head pose and expression of REF."""
     from lordfx.batch import run_batch
@@ -51,6 +57,9 @@ def swap_pose_command(
         return
     if ref is None:
         raise UsageError("missing argument REF (see 'lordfx swap-pose --help')")
+    from lordfx.render import check_render
+
+    check_render(render)
     if not ref.is_file():
         raise InputError(ref, "no such file" if not ref.exists() else "REF must be an image file")
     domain.require_bundle()
@@ -60,7 +69,7 @@ def swap_pose_command(
     ref_codes = editor.encode_content_file(ref)
 
     def process(path: Path):  # noqa: ANN202
-        return editor.swap_pose_file(path, ref_codes, face_index=face_index)
+        return editor.swap_pose_file(path, ref_codes, face_index=face_index, render=render)
 
     report = run_batch(face, output, process, "swap-pose", skip_existing, extra_inputs=(ref,))
     if report.exit_code:

@@ -10,17 +10,32 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
 from lordfx.errors import InputError
 from lordfx.preprocess import pil_to_tensor
-from lordfx_faces.align import align_face
+from lordfx_faces.align import (
+    CELEBA_FRAMING,
+    Framing,
+    align_face,
+    crop_params,
+    similarity_matrix,
+    warp_to_crop,
+)
 from lordfx_faces.detect import FaceBox, detect_faces
-from lordfx_faces.paste import DEFAULT_FEATHER, paste_back
+from lordfx_faces.paste import (
+    CELEBA_ELLIPSE,
+    DEFAULT_FEATHER,
+    Ellipse,
+    crop_mask,
+    paste_back,
+    paste_delta,
+)
 
 log = logging.getLogger("lordfx_faces.preprocess")
 
@@ -75,6 +90,9 @@ class FacePreprocessor:
     correct_roll: bool = True
     feather: float = DEFAULT_FEATHER
     color_match: bool = True
+    # The crop's framing and the paste mask (subclasses with another framing override).
+    framing: ClassVar[Framing] = CELEBA_FRAMING
+    ellipse: ClassVar[Ellipse] = CELEBA_ELLIPSE
 
     def __post_init__(self) -> None:
         if self.image_size <= 0:
@@ -152,6 +170,39 @@ class FacePreprocessor:
         )
         return Image.fromarray(out)
 
+    # -- render="warp" (lordfx.render): the same face at the photo's own resolution ----------
+    def photo_crop(self, context: FaceContext, original: Image.Image) -> tuple[np.ndarray, Any]:
+        """The face's aligned crop at the photo's resolution (the model crop's square, same
+        roll, side = its width in photo pixels), and the crop → photo matrix to paste it back.
+
+        Shape: → ((N, N, C) uint8 with C = 1 for an ``"L"`` photo else 3, M_inv (2, 3)).
+        """
+        side = int(crop_params(context.face, self.framing)[2])
+        m = similarity_matrix(context.face, side, self.framing)
+        arr = _photo_array(original)
+        return warp_to_crop(arr, m, side), cv2.invertAffineTransform(m)
+
+    def render_mask(self) -> np.ndarray:
+        """Where the warp may act: the paste ellipse at model size. Shape: → (S, S) float32."""
+        grid = np.arange(self.image_size, dtype=np.float32)
+        return crop_mask(grid[None, :], grid[:, None], self.image_size, self.feather, self.ellipse)
+
+    def paste_photo_crop(
+        self, edited: np.ndarray, crop: np.ndarray, m_inv: np.ndarray, original: Image.Image
+    ) -> Image.Image:
+        """Paste the edited full-resolution crop back: only its change (edited − crop), through
+        the feathered ellipse, so pixels the edit leaves alone stay byte-identical.
+
+        Shape: edited, crop (N, N, C) uint8 → PIL of the original's size and mode (L or RGB).
+        """
+        delta = (edited.astype(np.float32) - crop.astype(np.float32)) / 255.0
+        photo = _photo_array(original)
+        if photo.shape[2] == 1:
+            tiled = np.repeat(photo, 3, axis=2)
+            out = paste_delta(tiled, np.repeat(delta, 3, axis=2), m_inv, self.feather, self.ellipse)
+            return Image.fromarray(out[:, :, 0])
+        return Image.fromarray(paste_delta(photo, delta, m_inv, self.feather, self.ellipse))
+
     def list_faces(self, image: Image.Image) -> list[dict[str, Any]]:
         """One JSON-ready dict per detected face (for ``--list-faces``): index, box
         [x, y, w, h], roll, eyes, and ``default`` = the face an edit would use."""
@@ -163,6 +214,13 @@ class FacePreprocessor:
 def _rgb_array(image: Image.Image) -> np.ndarray:
     """Shape: PIL image → (H, W, 3) uint8 RGB."""
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _photo_array(image: Image.Image) -> np.ndarray:
+    """Shape: PIL image → (H, W, 1) uint8 for an ``"L"`` image, else (H, W, 3) RGB."""
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)[:, :, None]
+    return _rgb_array(image)
 
 
 def make_preprocessor(
