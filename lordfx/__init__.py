@@ -34,8 +34,7 @@ def load(domain: str, device: str = "cpu") -> Editor:
 
     Raises :class:`NoModelError` when the domain's plugin has no trained bundle yet.
     """
-    from lordfx.api import Editor
     from lordfx.host import get_host
 
     dom = get_host().domain(domain)
-    return Editor.from_domain(dom, device=device)
+    return dom.editor_class().from_domain(dom, device=device)

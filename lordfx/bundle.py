@@ -4,6 +4,8 @@
                              data + licence, metrics, sha256 of every weight file
     model.safetensors        AmortizedModel weights (generator + both encoders)
     class_codes.safetensors  optional: the learned stage-1 class codes (num_classes, class_dim)
+    *.safetensors            optional extras listed in config.json "files" (e.g. a view bank:
+                             mean content code per known content label), loaded as ``extras``
 
 No pickles: weights are safetensors, configs JSON; hashes are verified on load.
 """
@@ -37,6 +39,8 @@ class Bundle:
     info: dict[str, Any]
     class_codes: torch.Tensor | None = None
     path: Path | None = field(default=None)
+    #: Extra tensor files by file name, e.g. ``{"view_bank.safetensors": {"codes": ...}}``.
+    extras: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -58,10 +62,12 @@ def save_bundle(
     class_codes: torch.Tensor | None = None,
     half: bool = False,
     overwrite: bool = False,
+    extras: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a bundle directory atomically (built in a temp dir, then renamed into place).
 
     ``half`` stores weights as fp16 (for shipping); they are loaded back as fp32.
+    ``extras`` are further tensor files by name (floating tensors follow ``half`` too).
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -81,6 +87,9 @@ def save_bundle(
                 str(tmp / CODES_FILE),
             )
             files[CODES_FILE] = sha256(tmp / CODES_FILE)
+        for name, tensors in (extras or {}).items():
+            save_file(_cast(tensors, dtype), str(tmp / _extra_name(name)))
+            files[name] = sha256(tmp / name)
         config = {
             **info,
             "format": FORMAT,
@@ -101,6 +110,54 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _extra_name(name: str) -> str:
+    if Path(name).name != name or not name.endswith(".safetensors"):
+        raise LordfxError(f"bundle extra {name!r} must be a plain *.safetensors file name")
+    if name in (MODEL_FILE, CODES_FILE):
+        raise LordfxError(f"bundle extra {name!r} would replace the bundle's own weights")
+    return name
+
+
+def _cast(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors to ``dtype`` on the CPU; integer tensors (labels) unchanged."""
+    return {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in tensors.items()
+    }
+
+
+def add_bundle_file(
+    path: Path, name: str, tensors: dict[str, torch.Tensor], info: dict[str, Any]
+) -> Path:
+    """Add (or replace) the extra tensor file ``name`` in an existing bundle and merge
+    ``info`` into its config.json; the sha256 list is updated. Floating tensors take the
+    bundle's dtype. Each file is replaced atomically, the weights file last."""
+    path = Path(path)
+    config = read_bundle_config(path)
+    dtype = torch.float16 if config.get("dtype") == "float16" else torch.float32
+    target = path / _extra_name(name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path)
+    os.close(fd)
+    try:
+        save_file(_cast(tensors, dtype), tmp)
+        digest = sha256(Path(tmp))
+        config = {**config, **info, "files": {**config.get("files", {}), name: digest}}
+        _write_json_atomic(path / "config.json", config)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def read_bundle_config(path: Path) -> dict[str, Any]:
@@ -139,4 +196,12 @@ def load_bundle(path: Path, device: str | torch.device = "cpu", verify: bool = T
     codes = None
     if (path / CODES_FILE).is_file():
         codes = load_file(str(path / CODES_FILE))["class_codes"].float().to(device)
-    return Bundle(model=model, info=info, class_codes=codes, path=path)
+    extras = {
+        name: {
+            k: (v.float() if v.is_floating_point() else v).to(device)
+            for k, v in load_file(str(path / name)).items()
+        }
+        for name in info.get("files", {})
+        if name not in (MODEL_FILE, CODES_FILE) and name.endswith(".safetensors")
+    }
+    return Bundle(model=model, info=info, class_codes=codes, path=path, extras=extras)

@@ -20,6 +20,8 @@ class Domain:
     ``config.json`` means the domain has no trained model yet. ``preprocessor`` is an import
     path ``"module:attr"`` of a zero-argument factory returning a
     :class:`lordfx.preprocess.Preprocessor`; it is imported only when an edit runs.
+    ``editor`` is an import path ``"module:Class"`` of a :class:`lordfx.api.Editor` subclass
+    with the domain's own edits (e.g. cars: ``view``); :func:`lordfx.load` returns one.
     """
 
     name: str
@@ -32,6 +34,7 @@ class Domain:
     bundle: Path | None = None
     preprocessor: str | None = None
     train_hint: str = ""
+    editor: str | None = None
     plugin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +72,15 @@ class Domain:
         module_name, _, attr = self.preprocessor.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
         return factory(image_size=size)
+
+    def editor_class(self) -> Any:
+        """The domain's :class:`lordfx.api.Editor` subclass (imported lazily), or Editor."""
+        if self.editor is None:
+            from lordfx.api import Editor
+
+            return Editor
+        module_name, _, attr = self.editor.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (used by ``lordfx plugins --json``)."""

@@ -322,13 +322,18 @@ class Run:
             "training": {"config": self.cfg.to_dict(), "ablation": self.cfg.ablation},
             "data": self.train_set.meta | {"dataset": self.train_set.name},
         }
-        return save_bundle(
+        path = save_bundle(
             self.dir / "bundle",
             self.amortized,
             info,  # type: ignore[arg-type]
             class_codes=self.class_targets,
             overwrite=True,
         )
+        if self.train_set.content_labels is not None:  # known views (Cars3D): name them
+            from lordfx_trainer.view_bank import SOURCES, add_view_bank
+
+            add_view_bank(path, self.content_targets, self.train_set, SOURCES["latent"])
+        return path
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, extra: dict[str, Any]) -> None:

@@ -1,11 +1,21 @@
-"""lordfx plugin for Cars3D-style car renders: class = car model, content = viewpoint."""
+"""lordfx plugin for Cars3D-style car renders: class = car model, content = viewpoint.
+
+``lordfx cars view|turntable|where`` name viewpoints through the bundle's view bank (mean
+content code per Cars3D (azimuth, elevation)); ``lordfx.load("cars")`` returns a
+:class:`lordfx_cars.editor.CarsEditor` with ``view``, ``turntable`` and ``where``.
+Module import stays light: torch is imported only when a command runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lordfx import Domain, hookimpl
+
+if TYPE_CHECKING:
+    import typer
 
 MODEL_DIR = Path(__file__).parent / "model"
 
@@ -21,6 +31,14 @@ def register_domains(register: Callable[[Domain], None]) -> None:
             class_label="car model",
             content_label="viewpoint (azimuth, elevation)",
             bundle=MODEL_DIR,
+            editor="lordfx_cars.editor:CarsEditor",
             train_hint="Train one with `lordfx train cars3d --data PATH/TO/cars3d`.",
         )
     )
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    from lordfx_cars.cli import app as cars_app
+
+    app.add_typer(cars_app, name="cars")

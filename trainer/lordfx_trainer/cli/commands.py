@@ -158,7 +158,13 @@ def ship_command(
     info = {k: v for k, v in src.info.items() if k not in ("files", "dtype", "architecture")}
     info["shipped_from"] = {"bundle": str(bundle), "files": src.info.get("files", {})}
     out = save_bundle(
-        to, src.model, info, class_codes=src.class_codes, half=True, overwrite=overwrite
+        to,
+        src.model,
+        info,
+        class_codes=src.class_codes,
+        half=True,
+        overwrite=overwrite,
+        extras=src.extras,  # e.g. the view bank
     )
     size = sum(f.stat().st_size for f in out.iterdir())
     typer.echo(f"{out} ({size / 1e6:.2f} MB, fp16)")

@@ -1,0 +1,200 @@
+"""Named-view metrics of a Cars3D bundle (issue 16), on the held-out cars of its run.
+
+- ``view``: LPIPS (alex v0.1) and L1 between view(x, a, e) = G(bank[a, e], E_y(x)) and the
+  real render of x's car at (a, e), over seeded (image, view) pairs of held-out cars; on
+  the same pairs, copying the input x (the trivial baseline) and the ordinary transfer
+  G(E_c(r), E_y(x)) from a real render r of *another* held-out car at (a, e) (what a
+  reference image gives instead of the bank).
+- ``where``: the bank view nearest to E_c(x) against x's true (azimuth, elevation) on every
+  held-out image: exact, azimuth and elevation separately, within ±1 azimuth step
+  (elevation exact), and the share read back to front (azimuth off by 180°), beside chance.
+
+The bank and model come from the run's bundle, or any bundle of the same run (``--bundle``:
+e.g. the fp16 one shipped in the plugin, or one with an encoder-built bank).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lordfx.errors import LordfxError
+
+log = logging.getLogger("lordfx.eval")
+EVAL_CARS_FILE = "eval_cars.json"
+BANK_FILE = "view_bank.safetensors"
+
+
+@dataclass(frozen=True)
+class CarsEvalSettings:
+    pairs: int = 2000
+    seed: int = 0
+    lpips: bool = True
+    device: str = "auto"
+    batch_size: int = 128
+
+
+def read_bank(bundle: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """codes (K, D), labels (K, 2) (azimuth index, elevation index) and the config entry."""
+    info, tensors = bundle.info.get("view_bank"), bundle.extras.get(BANK_FILE)
+    if info is None or tensors is None:
+        raise LordfxError(f"{bundle.path}: no view bank; add one with `lordfx view-bank RUN_DIR`")
+    if tuple(info["factors"]) != ("azimuth", "elevation"):
+        raise LordfxError(
+            f"{bundle.path}: view bank factors {info['factors']}, need azimuth/elevation"
+        )
+    return tensors["codes"], tensors["labels"].long(), info
+
+
+def nearest_views(content: torch.Tensor, bank_codes: torch.Tensor) -> torch.Tensor:
+    """Index of the bank entry nearest (Euclidean) to each code: what ``where`` reports.
+
+    Shape: (N, D), (K, D) → (N,) int64.
+    """
+    return torch.cdist(content.float(), bank_codes.to(content.device).float()).argmin(dim=1)
+
+
+def where_accuracy(found: np.ndarray, truth: np.ndarray, num_azimuths: int) -> dict[str, float]:
+    """Shape: found, truth (N, 2) (azimuth index, elevation index)."""
+    d_az = np.abs(found[:, 0] - truth[:, 0]) % num_azimuths
+    d_az = np.minimum(d_az, num_azimuths - d_az)
+    same_el = found[:, 1] == truth[:, 1]
+    return {
+        "exact": float(np.mean((d_az == 0) & same_el)),
+        "azimuth": float(np.mean(d_az == 0)),
+        "elevation": float(np.mean(same_el)),
+        "within_1_azimuth_step": float(np.mean((d_az <= 1) & same_el)),
+        "back_to_front": float(np.mean(d_az == num_azimuths // 2)),
+    }
+
+
+def sample_view_pairs(heldout: Any, num: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded (source image, target image, reference image) index triples in ``heldout``:
+    target = source's car at a random view; reference = another car at that view."""
+    labels = heldout.content_labels
+    key = {
+        (int(c), int(a), int(e)): i
+        for i, (c, (a, e)) in enumerate(zip(heldout.class_ids, labels, strict=True))
+    }
+    rng = np.random.default_rng(seed)
+    src, tgt, ref = [], [], []
+    for _ in range(100 * num):
+        if len(src) == num:
+            break
+        i, j = rng.integers(heldout.num_images, size=2)
+        car, view = int(heldout.class_ids[i]), tuple(int(v) for v in labels[j])
+        other = int(heldout.class_ids[j])
+        if other == car or (car, *view) not in key:  # reference must be another car
+            continue
+        src.append(i)
+        tgt.append(key[(car, *view)])
+        ref.append(j)
+    if len(src) < num:
+        raise LordfxError(f"held-out set has too few cars sharing views for {num} pairs")
+    return {"source": np.array(src), "target": np.array(tgt), "reference": np.array(ref)}
+
+
+def _score(outputs: torch.Tensor, targets: torch.Tensor, lpips_model: Any) -> dict[str, float]:
+    from lordfx_trainer.lpips_metric import lpips_distance
+
+    row = {"l1": float((outputs - targets).abs().mean())}
+    if lpips_model is not None:
+        d = torch.cat(
+            [
+                lpips_distance(lpips_model, a, b)
+                for a, b in zip(outputs.split(64), targets.split(64), strict=True)
+            ]
+        )
+        row["lpips_alex"] = float(d.mean())
+        row["lpips_alex_sem"] = float(d.std() / np.sqrt(len(d)))
+    return row
+
+
+@torch.no_grad()
+def evaluate_cars(
+    run_dir: Path, settings: CarsEvalSettings, bundle_dir: Path | None = None
+) -> dict[str, Any]:
+    """View and where metrics of ``bundle_dir`` [default: RUN_DIR/bundle] on the run's
+    held-out cars (re-created and checked against the recorded split)."""
+    from lordfx.bundle import load_bundle
+    from lordfx_trainer.evaluation.runs import encoder_codes, load_run, to_float
+
+    start = time.perf_counter()
+    run = load_run(Path(run_dir), settings.device)
+    heldout = run.heldout
+    if heldout is None or heldout.content_labels is None or heldout.num_classes < 2:
+        raise LordfxError(f"{run_dir}: needs held-out classes (>= 2) with content labels")
+    bundle = load_bundle(bundle_dir or run.dir / "bundle", device=run.device)
+    bank_codes, bank_labels, info = read_bank(bundle)
+    model, bs = bundle.model, settings.batch_size
+    images = to_float(heldout.images, run.device)
+    codes = encoder_codes(model, images, bs)
+    found = bank_labels[nearest_views(codes.content_codes, bank_codes)].cpu().numpy()
+    num_az = len(info["values"]["azimuth"])
+    where = where_accuracy(found, heldout.content_labels, num_az)
+    where["chance_exact"] = 1.0 / len(bank_labels)
+
+    pairs = sample_view_pairs(heldout, settings.pairs, settings.seed)
+    lookup = {tuple(v): k for k, v in enumerate(bank_labels.tolist())}
+    missing = {tuple(heldout.content_labels[t]) for t in pairs["target"]} - set(lookup)
+    if missing:
+        raise LordfxError(f"view bank lacks views {sorted(missing)[:4]} of the held-out renders")
+    views = [lookup[tuple(heldout.content_labels[t])] for t in pairs["target"]]
+    cls = codes.class_codes[pairs["source"]]
+    outputs = _decode(model, bank_codes[views].to(run.device), cls, bs)
+    transfer = _decode(model, codes.content_codes[pairs["reference"]], cls, bs)
+    targets = images[pairs["target"]]
+    lpips_model = None
+    if settings.lpips:
+        from lordfx_trainer.lpips_metric import make_lpips
+
+        lpips_model = make_lpips("alex").to(run.device)
+    return {
+        "run": str(run.dir),
+        "bundle": str(bundle.path),
+        "view_bank": {k: info.get(k) for k in ("source", "num_views", "num_images")},
+        "heldout": {"cars": heldout.num_classes, "images": heldout.num_images},
+        "settings": settings.__dict__,
+        "where": where,
+        "view": {
+            "pairs": settings.pairs,
+            "view": _score(outputs, targets, lpips_model),
+            "copy_input": _score(images[pairs["source"]], targets, lpips_model),
+            "transfer_from_reference": _score(transfer, targets, lpips_model),
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _decode(model: Any, content: torch.Tensor, cls: torch.Tensor, bs: int) -> torch.Tensor:
+    return torch.cat(
+        [model.decode(c, y).float() for c, y in zip(content.split(bs), cls.split(bs), strict=True)]
+    )
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    """The numbers as a short markdown block (for the model card)."""
+    w, v = result["where"], result["view"]
+    metric = "lpips_alex" if "lpips_alex" in v["view"] else "l1"
+    lines = [
+        f"view ({v['pairs']} held-out pairs, {metric}; lower is better):",
+        "| method | " + metric + " | L1 |",
+        "|---|---|---|",
+    ]
+    for name in ("view", "transfer_from_reference", "copy_input"):
+        row = v[name]
+        lines.append(f"| {name.replace('_', ' ')} | {row[metric]:.3f} | {row['l1']:.3f} |")
+    n = result["heldout"]["images"]
+    lines += [
+        "",
+        f"where ({n} held-out images): exact {w['exact']:.3f} (chance {w['chance_exact']:.3f}), "
+        f"azimuth {w['azimuth']:.3f}, elevation {w['elevation']:.3f}, within ±1 azimuth step "
+        f"{w['within_1_azimuth_step']:.3f}, back-to-front {w['back_to_front']:.3f}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""``lordfx eval-cars``: named-view metrics (view LPIPS, where accuracy) of a Cars3D run."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import typer
+
+
+def eval_cars_command(
+    run_dir: Path = typer.Argument(..., help="A finished run with content labels (Cars3D)."),
+    bundle: Path | None = typer.Option(
+        None, "--bundle", help="Bundle of that run to score [default: RUN_DIR/bundle]."
+    ),
+    pairs: int = typer.Option(2000, "--pairs", min=1, help="Held-out (image, view) pairs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the pairs."),
+    lpips: bool = typer.Option(
+        True, "--lpips/--no-lpips", help="LPIPS alex (needs `lordfx weights`); L1 always."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="JSON file to write [default: RUN_DIR/eval_cars.json]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
+) -> None:
+    """On the run's held-out cars: LPIPS of `lordfx cars view` against the real render at
+    the asked view (beside copying the input and transfer from a real reference render),
+    and the accuracy of `lordfx cars where` (exact, ±1 azimuth step, beside chance)."""
+    from lordfx_trainer.evaluation.cars import (
+        EVAL_CARS_FILE,
+        CarsEvalSettings,
+        evaluate_cars,
+        summary_markdown,
+    )
+    from lordfx_trainer.evaluation.report import write_json_atomic
+
+    settings = CarsEvalSettings(pairs=pairs, seed=seed, lpips=lpips, device=device)
+    result = evaluate_cars(run_dir, settings, bundle)
+    command = ["lordfx", "eval-cars", str(run_dir), "--pairs", str(pairs), "--seed", str(seed)]
+    command += (["--bundle", str(bundle)] if bundle else []) + ([] if lpips else ["--no-lpips"])
+    result["command"] = shlex.join(command)
+    path = out or run_dir / EVAL_CARS_FILE
+    write_json_atomic(result, path)
+    typer.echo(f"wrote {path}", err=True)
+    typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))
