@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lordfx.errors import NoModelError
+
+#: The layout every plugin package follows, built-in or written by ``lordfx package``:
+#: ``lordfx_<name>/__init__.py`` (the hooks), ``model/`` (the bundle), ``MODEL_CARD.md``.
+MODEL_DIRNAME = "model"
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def package_model_dir(package: str) -> Path:
+    """The bundle directory of plugin package ``package``: ``<package>/model/``.
+
+    A plugin's ``__init__`` calls ``package_model_dir(__name__)`` and passes the result as
+    :attr:`Domain.bundle`; the directory ships as package data. It may be absent (the plugin
+    has no trained model yet). Finds the package without importing anything heavy.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{package!r} is not an importable package (a plugin is a package)")
+    return Path(next(iter(spec.submodule_search_locations))) / MODEL_DIRNAME
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ Module import stays light: torch is imported only when a command runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lordfx import Domain, hookimpl
+from lordfx.domain import package_model_dir
 
 if TYPE_CHECKING:
     import typer
 
-MODEL_DIR = Path(__file__).parent / "model"
+MODEL_DIR = package_model_dir(__name__)  # <package>/model/: the layout of every plugin
 
 
 @hookimpl

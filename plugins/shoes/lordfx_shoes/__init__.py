@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from lordfx import Domain, hookimpl
+from lordfx.domain import package_model_dir
 
-MODEL_DIR = Path(__file__).parent / "model"
+MODEL_DIR = package_model_dir(__name__)  # <package>/model/: the layout of every plugin
 
 
 @hookimpl
