@@ -60,11 +60,20 @@ def cars_model(run, monkeypatch) -> Path:
 
 def _car(tmp_path: Path, run: Path, index: int, name: str = "car.png") -> Path:
     """A held-out image of the run's data, as a PNG file."""
-    from lordfx_trainer.evaluation.runs import load_run
-
-    img = load_run(run, "cpu").heldout.images[index]
-    Image.fromarray(img).save(tmp_path / name)
+    Image.fromarray(_heldout(run)[index]).save(tmp_path / name)
     return tmp_path / name
+
+
+_HELDOUT: dict[Path, np.ndarray] = {}
+
+
+def _heldout(run: Path) -> np.ndarray:
+    """The held-out images of ``run`` (re-created once per run)."""
+    if run not in _HELDOUT:
+        from lordfx_trainer.evaluation.runs import load_run
+
+        _HELDOUT[run] = load_run(run, "cpu").heldout.images
+    return _HELDOUT[run]
 
 
 def _cli(*args: str):
