@@ -34,3 +34,6 @@ def register_commands(app: typer.Typer) -> None:
 
     app.command("eval-cars")(eval_cars_command)
     app.command("view-bank")(view_bank_command)
+    from lordfx_trainer.cli.package_cli import package_command
+
+    app.command("package")(package_command)
