@@ -328,3 +328,7 @@ def test_eval_cars_writes_view_and_where_metrics(run, tmp_path):
     assert set(view) == {"pairs", "view", "copy_input", "transfer_from_reference"}
     assert all(view[k]["l1"] > 0 for k in ("view", "copy_input", "transfer_from_reference"))
     assert data["command"].startswith("lordfx eval-cars") and "| view |" in result.stdout
+    figures = sorted((tmp_path / "eval_cars").glob("turntable_*.png"))
+    assert len(figures) == 2 == len(data["turntables"])  # both held-out classes
+    assert Image.open(figures[0]).size == (24 * 16 * 2, 2 * 16 * 2)  # real row, spin row, x2
+    assert all(0 < t["l1_to_real_ring"] < 1 for t in data["turntables"])

@@ -118,10 +118,14 @@ def _score(outputs: torch.Tensor, targets: torch.Tensor, lpips_model: Any) -> di
 
 @torch.no_grad()
 def evaluate_cars(
-    run_dir: Path, settings: CarsEvalSettings, bundle_dir: Path | None = None
+    run_dir: Path,
+    settings: CarsEvalSettings,
+    bundle_dir: Path | None = None,
+    figures: Path | None = None,
 ) -> dict[str, Any]:
     """View and where metrics of ``bundle_dir`` [default: RUN_DIR/bundle] on the run's
-    held-out cars (re-created and checked against the recorded split)."""
+    held-out cars (re-created and checked against the recorded split); with ``figures``,
+    turntable figures of a few held-out cars there (:func:`turntable_figures`)."""
     from lordfx.bundle import load_bundle
     from lordfx_trainer.evaluation.runs import encoder_codes, load_run, to_float
 
@@ -155,6 +159,11 @@ def evaluate_cars(
         from lordfx_trainer.lpips_metric import make_lpips
 
         lpips_model = make_lpips("alex").to(run.device)
+    spins = []
+    if figures is not None:
+        spins = turntable_figures(
+            heldout, images, codes, (bank_codes, bank_labels), model, figures, 3, settings.seed
+        )
     return {
         "run": str(run.dir),
         "bundle": str(bundle.path),
@@ -168,8 +177,54 @@ def evaluate_cars(
             "copy_input": _score(images[pairs["source"]], targets, lpips_model),
             "transfer_from_reference": _score(transfer, targets, lpips_model),
         },
+        "turntables": spins,
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+@torch.no_grad()
+def turntable_figures(
+    heldout: Any,
+    images: torch.Tensor,
+    codes: Any,
+    bank: tuple[torch.Tensor, torch.Tensor],
+    model: Any,
+    out_dir: Path,
+    num: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """For ``num`` held-out cars (seeded): one random render x; the real renders of its car
+    at x's true elevation, azimuths in order from x's own (top row), above what
+    ``lordfx cars turntable x`` makes (bottom row: the bank ring at the elevation ``where``
+    reads, from the azimuth it reads). Writes OUT_DIR/turntable_CAR.png (not for committing:
+    Cars3D pixels) and returns per car the views read and the mean L1 of the two rows.
+    """
+    from lordfx_trainer.grids import save_grid, to_uint8
+
+    bank_codes, bank_labels = bank
+    labels, num_az = heldout.content_labels, int(bank_labels[:, 0].max()) + 1
+    rng = np.random.default_rng([seed, 16])
+    rows = []
+    for car in rng.permutation(heldout.num_classes)[:num]:
+        members = np.flatnonzero(heldout.class_ids == car)
+        i = int(rng.choice(members))
+        (a, e), k = labels[i], int(nearest_views(codes.content_codes[i : i + 1], bank_codes)[0])
+        fa, fe = bank_labels[k].tolist()
+        real = [members[(labels[members, 0] == (a + s) % num_az) & (labels[members, 1] == e)]
+                for s in range(num_az)]  # fmt: skip
+        ring = [bank_labels.tolist().index([(fa + s) % num_az, fe]) for s in range(num_az)]
+        spin = model.decode(
+            bank_codes[ring].to(images.device), codes.class_codes[i : i + 1].expand(num_az, -1)
+        ).float()
+        top = torch.cat([images[r] for r in real])
+        grid = np.concatenate(
+            [np.concatenate(list(to_uint8(row)), axis=1) for row in (top, spin)], axis=0
+        )
+        name = heldout.class_names[car]
+        save_grid(grid, out_dir / f"turntable_{name}.png", scale=2)
+        rows.append({"car": name, "true": [int(a), int(e)], "where": [fa, fe],
+                     "l1_to_real_ring": float((spin - top).abs().mean())})  # fmt: skip
+    return rows
 
 
 def _decode(model: Any, content: torch.Tensor, cls: torch.Tensor, bs: int) -> torch.Tensor:

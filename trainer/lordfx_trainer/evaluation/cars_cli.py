@@ -27,7 +27,10 @@ def eval_cars_command(
 ) -> None:
     """On the run's held-out cars: LPIPS of `lordfx cars view` against the real render at
     the asked view (beside copying the input and transfer from a real reference render),
-    and the accuracy of `lordfx cars where` (exact, ±1 azimuth step, beside chance)."""
+    and the accuracy of `lordfx cars where` (exact, ±1 azimuth step, beside chance).
+
+    Writes RUN_DIR/eval_cars.json and turntable figures of 3 held-out cars in
+    RUN_DIR/eval_cars/ (real renders above the model's spin; Cars3D pixels: do not commit)."""
     from lordfx_trainer.evaluation.cars import (
         EVAL_CARS_FILE,
         CarsEvalSettings,
@@ -37,11 +40,11 @@ def eval_cars_command(
     from lordfx_trainer.evaluation.report import write_json_atomic
 
     settings = CarsEvalSettings(pairs=pairs, seed=seed, lpips=lpips, device=device)
-    result = evaluate_cars(run_dir, settings, bundle)
+    path = out or run_dir / EVAL_CARS_FILE
+    result = evaluate_cars(run_dir, settings, bundle, figures=path.with_suffix(""))
     command = ["lordfx", "eval-cars", str(run_dir), "--pairs", str(pairs), "--seed", str(seed)]
     command += (["--bundle", str(bundle)] if bundle else []) + ([] if lpips else ["--no-lpips"])
     result["command"] = shlex.join(command)
-    path = out or run_dir / EVAL_CARS_FILE
     write_json_atomic(result, path)
     typer.echo(f"wrote {path}", err=True)
     typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))
