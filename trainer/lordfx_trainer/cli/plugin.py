@@ -37,3 +37,8 @@ def register_commands(app: typer.Typer) -> None:
     from lordfx_trainer.cli.package_cli import package_command
 
     app.command("package")(package_command)
+    from lordfx_trainer.cli import shoes_cli
+
+    app.command("cluster-shoes")(shoes_cli.cluster_shoes_command)
+    app.command("style-bank")(shoes_cli.style_bank_command)
+    app.command("eval-shoes")(shoes_cli.eval_shoes_command)
