@@ -15,17 +15,30 @@ from torch.nn import functional as F
 
 NUM_UPSAMPLINGS = 4  # the generator starts at image_size / 16 and doubles four times
 LEAK = 0.2
+ARCHS = ("paper", "tapered")
+#: "tapered": output channels of the four upsampling blocks (before ``width`` scaling). The
+#: paper keeps 256 channels up to the full resolution, where 3×3 and 5×5 convolutions at 64²
+#: cost most of a step; here channels halve over the last two doublings (at 64²: 256 @ 8²,
+#: 256 @ 16², 128 @ 32², 64 @ 64²) and the head is a 3×3 + 7×7 pair at 64 channels.
+TAPERED_CHANNELS = (256, 256, 128, 64)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a LORD model. ``width`` scales every channel count (1.0 = paper)."""
+    """Architecture of a LORD model. ``width`` scales every channel count (1.0 = paper).
+
+    ``arch``: "paper" = Appendix A.1's generator; "tapered" = the same code sizes, FC stack,
+    AdaIN after every upsampling convolution and encoders, with channels that shrink as the
+    resolution grows (``TAPERED_CHANNELS``) and a lighter head: about 1/6 of the paper
+    generator's FLOPs at 64² (``lordfx bench``, docs/performance.md).
+    """
 
     image_size: int = 64
     channels: int = 3
     content_dim: int = 128
     class_dim: int = 256
     width: float = 1.0
+    arch: str = "paper"
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 16:
@@ -34,10 +47,18 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.width <= 0 or self.content_dim <= 0 or self.class_dim <= 0:
             raise ValueError("width, content_dim and class_dim must be positive")
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}; valid: {', '.join(ARCHS)}")
 
     def ch(self, base: int) -> int:
         """A paper channel count scaled by ``width`` (at least 8)."""
         return max(8, round(base * self.width))
+
+    def block_channels(self) -> list[int]:
+        """Output channels of the four upsampling blocks (input: ``ch(256)``)."""
+        if self.arch == "tapered":
+            return [self.ch(c) for c in TAPERED_CHANNELS]
+        return [self.ch(256)] * NUM_UPSAMPLINGS
 
     @property
     def start_size(self) -> int:
@@ -52,7 +73,7 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
+        return cls(**data)  # bundles written before ``arch`` existed are "paper"
 
 
 class AdaIN(nn.Module):
@@ -67,9 +88,9 @@ class AdaIN(nn.Module):
 class UpBlock(nn.Module):
     """Nearest upsample ×2 → conv3×3 → LeakyReLU → AdaIN."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
         self.norm = AdaIN()
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -82,7 +103,9 @@ class Generator(nn.Module):
 
     content → FC → FC → FC (LeakyReLU) → reshape (C0, S/16, S/16) → 4 × UpBlock with AdaIN
     driven by a linear map of the class code → conv5×5 → LeakyReLU → conv7×7 → sigmoid.
-    At 64×64, width 1: FC 512 → 1024 → 4096, C0 = 256 (the paper's shapes).
+    At 64×64, width 1: FC 512 → 1024 → 4096, C0 = 256 (the paper's shapes). With
+    ``cfg.arch == "tapered"`` the blocks narrow (``ModelConfig.block_channels``), each AdaIN
+    layer's linear map matches its block's width, and the head is conv3×3 → conv7×7.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -98,19 +121,21 @@ class Generator(nn.Module):
             nn.Linear(flat // 4, flat),
             nn.LeakyReLU(LEAK),
         )
+        outs = cfg.block_channels()
+        ins = [c0, *outs[:-1]]
         # one linear layer per AdaIN layer: class code → (scale, bias) for its channels
-        self.modulation = nn.ModuleList(
-            nn.Linear(cfg.class_dim, 2 * c0) for _ in range(NUM_UPSAMPLINGS)
-        )
-        self.blocks = nn.ModuleList(UpBlock(c0) for _ in range(NUM_UPSAMPLINGS))
-        self.head = nn.Sequential(
-            nn.Conv2d(c0, cfg.ch(64), 5, padding=2),
-            nn.LeakyReLU(LEAK),
-            nn.Conv2d(cfg.ch(64), cfg.channels, 7, padding=3),
-        )
+        self.modulation = nn.ModuleList(nn.Linear(cfg.class_dim, 2 * c) for c in outs)
+        self.blocks = nn.ModuleList(UpBlock(cin, cout) for cin, cout in zip(ins, outs, strict=True))
+        if cfg.arch == "tapered":
+            head = [nn.Conv2d(outs[-1], outs[-1], 3, padding=1), nn.LeakyReLU(LEAK)]
+            head.append(nn.Conv2d(outs[-1], cfg.channels, 7, padding=3))
+        else:
+            head = [nn.Conv2d(c0, cfg.ch(64), 5, padding=2), nn.LeakyReLU(LEAK)]
+            head.append(nn.Conv2d(cfg.ch(64), cfg.channels, 7, padding=3))
+        self.head = nn.Sequential(*head)
 
     def adain_params(self, class_code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per AdaIN layer (scale, bias), each of shape (B, C0)."""
+        """Per AdaIN layer (scale, bias), each of shape (B, that block's channels)."""
         return [tuple(m(class_code).chunk(2, dim=1)) for m in self.modulation]  # type: ignore[misc]
 
     def forward(self, content_code: torch.Tensor, class_code: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,12 @@ import logging
 import pytest
 import torch
 from lordfx_trainer.losses import (
+    PAPER_LAYERS,
     VGG16_TAPS,
     PixelL1Loss,
     VGGPerceptualLoss,
     build_loss,
+    parse_vgg_layers,
 )
 from lordfx_trainer.weights import load_vgg16_features
 
@@ -107,9 +109,10 @@ def test_tapped_layers_are_the_documented_relu_outputs(loss):
         (1, 512, 8, 8),
         (1, 512, 2, 2),
     ]
-    assert list(VGG16_TAPS) == ["relu1_2", "relu2_2", "relu3_2", "relu4_3", "pool5"]
+    assert PAPER_LAYERS == ("relu1_2", "relu2_2", "relu3_2", "relu4_3", "pool5")
     normalised = (x - loss.mean) / loss.std
-    for (name, index), got in zip(VGG16_TAPS.items(), maps, strict=True):
+    for name, got in zip(PAPER_LAYERS, maps, strict=True):
+        index = VGG16_TAPS[name]
         layer = loss.features[index]
         assert isinstance(layer, torch.nn.ReLU if name != "pool5" else torch.nn.MaxPool2d)
         assert (got >= 0).all()  # post-ReLU, not the raw conv output
@@ -139,3 +142,23 @@ def test_build_loss(caplog):
     assert "RANDOM" in caplog.text  # random weights are never silent
     with pytest.raises(LordfxError, match=r"valid: l1, vgg, vgg\+l1"):
         build_loss("lpips")
+
+
+def test_layer_set_is_a_config_choice_and_cuts_the_network(vgg):
+    features = vgg
+    shallow = VGGPerceptualLoss(features, layers=("relu1_2", "relu2_2"))
+    assert len(shallow.features) == VGG16_TAPS["relu2_2"] + 1  # nothing deeper runs
+    x, y = _pair(size=32, batch=2)
+    maps = shallow.feature_maps(x)
+    assert [m.shape[1] for m in maps] == [64, 128]
+    full = VGGPerceptualLoss(features)
+    # the two shallow terms are the first two terms of the paper loss
+    expected = sum(
+        (a - b).abs().mean()
+        for a, b in zip(full.feature_maps(x)[:2], full.feature_maps(y)[:2], strict=True)
+    )
+    torch.testing.assert_close(shallow(x, y), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(LordfxError, match="valid: relu1_1"):
+        parse_vgg_layers("relu1_2,conv9")
+    with pytest.raises(LordfxError):
+        parse_vgg_layers(" , ")

@@ -9,11 +9,16 @@ actually executed; elementwise ops are not counted) divided by the batch give
 ``peak_gflops`` (the best rate of a large ``torch.mm`` in the run's dtype, or ``--peak-gflops``).
 
 Modes: ``optimised`` is training's own path (uint8 data on the device, foreach/fused Adam, no
-per-step host sync, the configured precision and memory format, optionally ``torch.compile``);
-``plain`` computes the same maths the way the authors' reference implementation does
-(``bench_plain``). Both modes build their models from the same seed, draw the same noise and
-step on the same batch, so their first-step losses (``*_first_loss``) agree: the check that a
-speed-up compares the same maths.
+per-step host sync, the precision and memory format ``lordfx.precision`` resolves — "auto"
+unless forced — the configured architecture and VGG layers, optionally ``torch.compile``);
+``plain`` is the authors' reference implementation's way (``bench_plain``) with the *paper*
+architecture and the paper's VGG layers, whatever the preset says: the baseline a speed-up is
+measured against. Both modes build their models from the same seed, draw the same noise and
+step on the same batch, so with the paper architecture their first-step losses
+(``*_first_loss``) agree: the check that a speed-up compares the same maths.
+
+``loss_ms`` / ``loss_share``: the loss's own forward + backward (prediction with a gradient,
+target without) at the stage-1 batch, and its share of a stage-1 step.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lordfx import precision as precision_policy
 from lordfx.errors import LordfxError, UsageError
 from lordfx.nets import AmortizedModel
+from lordfx.precision import Precision
 from lordfx_trainer import bench_plain
 from lordfx_trainer.bench_report import STAGES, Peaks, count_flops, sync, with_rates
 from lordfx_trainer.config import TrainConfig
@@ -109,19 +116,21 @@ def _step_losses(
 
 
 def _optimised(
-    cfg: TrainConfig, images: np.ndarray, ids: np.ndarray, loss_fn: Any, device: torch.device
+    cfg: TrainConfig,
+    images: np.ndarray,
+    ids: np.ndarray,
+    loss_fn: Any,
+    device: torch.device,
+    choice: Precision,
 ) -> Harness:
     """Training's own path (``run.Run`` + ``loop.run_stage``), as configured."""
-    data = DeviceData(images, ids, device, cfg.channels_last)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    latent, amortized = _models(cfg, len(images), device, fmt)
+    data = DeviceData(images, ids, device, choice.channels_last)
+    latent, amortized = _models(cfg, len(images), device, choice.memory_format)
     losses = _step_losses(cfg, latent, amortized, loss_fn, len(images))
     groups = _param_groups(cfg, latent, amortized)
     opts = {s: make_optimizer(groups[s], device) for s in STAGES}
     idx = torch.arange(cfg.batch_size, device=device) % len(images)
-    autocast: Callable[[], Any] = contextlib.nullcontext
-    if cfg.precision == "bf16":
-        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+    autocast: Callable[[], Any] = lambda: choice.autocast(device.type)  # noqa: E731
 
     def train_step(stage: str) -> Callable[[], torch.Tensor]:
         def step() -> torch.Tensor:
@@ -149,9 +158,16 @@ def _optimised(
 
 
 def _plain(
-    cfg: TrainConfig, images: np.ndarray, ids: np.ndarray, loss_fn: Any, device: torch.device
+    cfg: TrainConfig,
+    images: np.ndarray,
+    ids: np.ndarray,
+    loss_fn: Any,
+    device: torch.device,
+    choice: Precision | None = None,
 ) -> Harness:
-    """The reference implementation's way (``bench_plain``): fp32, contiguous, eager."""
+    """The reference implementation's way (``bench_plain``): fp32, contiguous, eager, the
+    paper's architecture (``loss_fn`` must be the paper's VGG layers)."""
+    cfg = replace(cfg, arch="paper", vgg_layers=TrainConfig.vgg_layers)
     data = bench_plain.HostData(images, ids, device)
     latent, amortized = _models(cfg, len(images), device, torch.contiguous_format)
     losses = _step_losses(cfg, latent, amortized, bench_plain.plain_loss(loss_fn), len(images))
@@ -202,16 +218,21 @@ def bench_mode(
     warmup: int = 2,
     num_images: int = 512,
     compile: bool = False,
+    choice: Precision | None = None,
 ) -> dict[str, Any]:
     """Measure one mode (``optimised`` or ``plain``) for ``cfg``; see the module docstring."""
     if mode not in MODES:
         raise UsageError(f"unknown bench mode {mode!r}; valid: {', '.join(MODES)}")
     device = _device(cfg)
+    if choice is None:
+        choice = precision_policy.resolve(cfg.precision, device, cfg.memory_format)
     rng = np.random.default_rng(cfg.seed)
     s, c = cfg.image_size, cfg.channels
     images = rng.integers(0, 256, (num_images, s, s, c), dtype=np.uint8)
     ids = np.arange(num_images) % NUM_CLASSES
-    harness = (_optimised if mode == "optimised" else _plain)(cfg, images, ids, loss_fn, device)
+    harness = (_optimised if mode == "optimised" else _plain)(
+        cfg, images, ids, loss_fn, device, choice
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result: dict[str, Any] = {"mode": mode, "compile": compile}
@@ -224,12 +245,40 @@ def bench_mode(
     for stage in STAGES:
         sec = _timed(harness.steps[stage], max(0, warmup - 1), steps, device)
         result[f"{stage}_images_per_s"] = cfg.batch_size / sec
+    loss_s = _timed(_loss_call(cfg, images, loss_fn, device, choice, mode), warmup, steps, device)
+    result["loss_ms"] = 1000 * loss_s
+    result["loss_share"] = loss_s * result["latent_images_per_s"] / cfg.batch_size
     for n in (1, 64):
         sec = _timed(harness.transfer(n), warmup, steps, device)
         result[f"transfer_batch{n}_ms"] = 1000 * sec
         result[f"transfer_batch{n}_images_per_s"] = n / sec
     result["peak_memory_mb"] = _peak_memory_mb(device)
     return result
+
+
+def _loss_call(
+    cfg: TrainConfig,
+    images: np.ndarray,
+    loss_fn: Any,
+    device: torch.device,
+    choice: Precision,
+    mode: str,
+) -> Callable[[], Any]:
+    """One loss forward + backward at the stage-1 batch, as the mode's step computes it."""
+    idx = np.arange(cfg.batch_size) % len(images)
+    x = torch.from_numpy(images[idx].transpose(0, 3, 1, 2).copy()).to(device).float() / 255
+    optimised = mode == "optimised"
+    if optimised:
+        x = x.contiguous(memory_format=choice.memory_format)
+    pred = x.flip(0).requires_grad_(True)
+
+    def call() -> None:
+        with choice.autocast(device.type) if optimised else contextlib.nullcontext():
+            loss = loss_fn(pred, x)
+        loss.backward()
+        pred.grad = None
+
+    return call
 
 
 def bench(
@@ -249,31 +298,44 @@ def bench(
     if compile and (mode == "plain"):
         raise UsageError("--compile applies to the optimised path, not to --plain")
     device = _device(cfg)
-    keys = ("image_size", "channels", "width", "batch_size", "loss", "precision", "channels_last")
+    keys = ("image_size", "channels", "width", "arch", "batch_size", "loss", "vgg_layers")
     result: dict[str, Any] = {"config": {k: getattr(cfg, k) for k in keys}}
+    result["config"]["precision_requested"] = cfg.precision
+    choice = precision_policy.resolve(cfg.precision, device, cfg.memory_format)
+    if mode == "plain":
+        choice = Precision("fp32", False, "plain baseline: fp32, contiguous")
+    result["precision"] = choice.to_dict()
     result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    result["cpu"] = precision_policy.cpu_model()
     result.update(torch=torch.__version__, threads=torch.get_num_threads())
     result.update(steps=steps, warmup=warmup)
-    loss_fn = build_loss(cfg.loss, allow_random_weights=True).to(device)  # speed only
+    loss_fn = build_loss(cfg.loss, True, cfg.vgg_layers).to(device)  # random weights: speed only
+    plain_loss = build_loss(cfg.loss, True).to(device)  # the paper's layers
     peaks = Peaks(device, peak_gflops)
-    main = bench_mode(cfg, loss_fn, mode, steps, warmup, num_images, compile)
-    result.update(with_rates(main, peaks, _dtype(cfg, mode)))
+    main = bench_mode(
+        cfg,
+        plain_loss if mode == "plain" else loss_fn,
+        mode,
+        steps,
+        warmup,
+        num_images,
+        compile,
+        choice,
+    )
+    result.update(with_rates(main, peaks, choice.torch_dtype))
     if compare_plain and mode != "plain":
-        plain = bench_mode(cfg, loss_fn, "plain", steps, warmup, num_images)
+        plain = bench_mode(cfg, plain_loss, "plain", steps, warmup, num_images)
         result["plain"] = with_rates(plain, peaks, torch.float32)
         result["speedup_vs_plain"] = {
             s: main[f"{s}_images_per_s"] / plain[f"{s}_images_per_s"] for s in STAGES
         }
-        result["first_loss_relative_difference"] = {
-            s: abs(main[f"{s}_first_loss"] - plain[f"{s}_first_loss"])
-            / max(abs(plain[f"{s}_first_loss"]), 1e-12)
-            for s in STAGES
-        }
+        if cfg.arch == "paper" and cfg.vgg_layers == TrainConfig.vgg_layers:
+            result["first_loss_relative_difference"] = {
+                s: abs(main[f"{s}_first_loss"] - plain[f"{s}_first_loss"])
+                / max(abs(plain[f"{s}_first_loss"]), 1e-12)
+                for s in STAGES
+            }
     return result
-
-
-def _dtype(cfg: TrainConfig, mode: str) -> torch.dtype:
-    return torch.bfloat16 if cfg.precision == "bf16" and mode == "optimised" else torch.float32
 
 
 def _device(cfg: TrainConfig) -> torch.device:

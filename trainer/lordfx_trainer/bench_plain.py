@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lordfx_trainer.losses import VGG16_TAPS, VGGPerceptualLoss
+from lordfx_trainer.losses import VGGPerceptualLoss
 from lordfx_trainer.steps import Batch
 
 
@@ -73,7 +73,9 @@ class PlainVGGLoss(nn.Module):
         with torch.device("meta"):  # skip the random init of 138 M parameters
             vgg = vgg16(weights=None)
         self.vgg = vgg.to_empty(device=device).eval()  # eval, but not frozen (reference)
-        self.vgg.features.load_state_dict(loss.features.state_dict())
+        # the loss's VGG is cut after its deepest tap: those layers are the ones that run
+        missing, _ = self.vgg.features.load_state_dict(loss.features.state_dict(), strict=False)
+        assert all(int(k.split(".")[0]) >= len(loss.features) for k in missing)
         # The reference holds the whole pretrained model; its classifier (120 M parameters)
         # is never run, so zeros stand in for its weights, written so they occupy memory.
         for p in self.vgg.classifier.parameters():
@@ -81,7 +83,7 @@ class PlainVGGLoss(nn.Module):
         self.register_buffer("mean", loss.mean.clone(), persistent=False)
         self.register_buffer("std", loss.std.clone(), persistent=False)
         self.pixel_weight = loss.pixel_weight
-        self.taps = tuple(VGG16_TAPS.values())
+        self.taps = tuple(sorted(loss._taps))
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.shape[1] == 1:

@@ -76,11 +76,13 @@ def with_rates(r: dict[str, Any], peaks: Peaks, dtype: torch.dtype) -> dict[str,
 
 def format_report(result: dict[str, Any]) -> str:
     """The human-readable table ``lordfx bench`` prints (``--json`` prints ``result``)."""
-    cfg = result["config"]
-    fmt = "channels_last" if cfg["channels_last"] else "contiguous"
+    cfg, prec = result["config"], result["precision"]
+    fmt = "channels_last" if prec["channels_last"] else "contiguous"
     lines = [
-        f"device {result['device']}  image {cfg['image_size']}  width {cfg['width']}  "
-        f"batch {cfg['batch_size']}  loss {cfg['loss']}  {cfg['precision']}  {fmt}",
+        f"device {result['device']} ({result['cpu']}, {result['threads']} threads)  "
+        f"image {cfg['image_size']}  arch {cfg['arch']}  width {cfg['width']}  "
+        f"batch {cfg['batch_size']}  loss {cfg['loss']}",
+        f"precision {prec['dtype']} {fmt} (asked: {cfg['precision_requested']}): {prec['reason']}",
         f"{'mode':<10} {'stage':<10} {'img/s':>9} {'GFLOP/img':>10} {'GFLOP/s':>9} "
         f"{'% peak':>7} {'peak':>8} {'first loss':>11}",
     ]
@@ -99,16 +101,19 @@ def format_report(result: dict[str, Any]) -> str:
         )
         lines.append(
             f"{r['mode']}: transfer batch 1 {r['transfer_batch1_ms']:.2f} ms, batch 64 "
-            f"{r['transfer_batch64_images_per_s']:.2f} img/s; peak memory "
-            f"{r['peak_memory_mb']:.0f} MB{compiled}"
+            f"{r['transfer_batch64_images_per_s']:.2f} img/s; loss fwd+bwd "
+            f"{r['loss_ms']:.0f} ms = {100 * r['loss_share']:.0f} % of a stage-1 step; "
+            f"peak memory {r['peak_memory_mb']:.0f} MB{compiled}"
         )
     lines.append(f"peak GFLOP/s: {result['peak_source']}")
     if "speedup_vs_plain" in result:
-        up, diff = result["speedup_vs_plain"], result["first_loss_relative_difference"]
-        lines.append(
-            "speed-up vs plain: "
-            + ", ".join(f"{s} x{up[s]:.2f}" for s in STAGES)
-            + "; first-step loss relative difference "
+        up = result["speedup_vs_plain"]
+        diff = result.get("first_loss_relative_difference")
+        check = (
+            "; first-step loss relative difference "
             + ", ".join(f"{s} {diff[s]:.1e}" for s in STAGES)
+            if diff
+            else " (plain = paper architecture and VGG layers: first losses not comparable)"
         )
+        lines.append("speed-up vs plain: " + ", ".join(f"{s} x{up[s]:.2f}" for s in STAGES) + check)
     return "\n".join(lines)

@@ -24,6 +24,10 @@ class TrainConfig:
     image_size: int = 64
     channels: int = 3
     num_heldout_classes: int = 0  # whole classes held out for evaluation (seeded)
+    # Whole groups of a content label held out instead (e.g. performers of posed expressions,
+    # where every class appears on both sides): the label's name and how many (seeded).
+    heldout_group: str = ""
+    num_heldout_groups: int = 0
     split_seed: int = 0
     max_classes: int = 0  # 0 = all; >0 keeps the first N training classes (small presets)
     max_images_per_class: int = 0  # 0 = all; >0 keeps a seeded sample per training class
@@ -32,6 +36,7 @@ class TrainConfig:
     content_dim: int = 128
     class_dim: int = 256
     width: float = 1.0
+    arch: str = "paper"  # "paper" (A.1) | "tapered" (lordfx.nets.TAPERED_CHANNELS)
     # -- stage 1: latent optimisation --------------------------------------------------
     latent_epochs: int = 200
     batch_size: int = 128
@@ -43,6 +48,7 @@ class TrainConfig:
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr: float = 1e-5
     loss: str = "vgg"
+    vgg_layers: str = "relu1_2,relu2_2,relu3_2,relu4_3,pool5"  # VGG16 taps of the loss (paper)
     class_mode: CodeMode = "latent"  # "amortized" = Table 3 amortized ablations
     content_mode: CodeMode = "latent"  # "amortized" = Table 3 (semi-)amortized ablations
     # -- stage 2: amortisation ---------------------------------------------------------
@@ -54,8 +60,8 @@ class TrainConfig:
     # -- runtime -----------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # lordfx.precision: per machine
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     log_every: int = 50
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
     grid_every: int = 5  # epochs
@@ -70,14 +76,30 @@ class TrainConfig:
             (self.content_mode in ("latent", "amortized"), "content_mode: latent | amortized"),
             (self.content_decay_on in ("clean", "noisy"), "content_decay_on: clean | noisy"),
             (self.schedule in ("constant", "cosine"), "schedule: constant | cosine"),
-            (self.precision in ("fp32", "bf16"), "precision: fp32 | bf16"),
+            (self.precision in ("auto", "fp32", "bf16"), "precision: auto | fp32 | bf16"),
+            (
+                self.memory_format in ("auto", "channels_last", "contiguous"),
+                "memory_format: auto | channels_last | contiguous",
+            ),
             (self.max_images_per_class >= 0, "max_images_per_class must be >= 0"),
+            (
+                self.num_heldout_groups >= 0
+                and bool(self.heldout_group) == (self.num_heldout_groups > 0),
+                "heldout_group and num_heldout_groups > 0 go together",
+            ),
+            (
+                not (self.num_heldout_groups and self.num_heldout_classes),
+                "hold out classes or groups, not both",
+            ),
             (self.log_every > 0 and self.checkpoint_every > 0, "log/checkpoint intervals > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(f"invalid config: {message}")
-        self.model_config()  # validates image_size/channels/width
+        self.model_config()  # validates image_size/channels/width/arch
+        from lordfx_trainer.losses import parse_vgg_layers
+
+        parse_vgg_layers(self.vgg_layers)
 
     def model_config(self) -> ModelConfig:
         try:
@@ -87,6 +109,7 @@ class TrainConfig:
                 content_dim=self.content_dim,
                 class_dim=self.class_dim,
                 width=self.width,
+                arch=self.arch,
             )
         except ValueError as exc:
             raise UsageError(f"invalid config: {exc}") from None
@@ -113,7 +136,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
-        return apply_overrides(cls(), data, source)
+        return apply_overrides(cls(), upgrade_legacy(data), source)
+
+
+def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Keys of run configs written by earlier versions, mapped to what they meant.
+
+    ``channels_last: bool`` became ``memory_format``; such runs named their precision
+    explicitly (the old default was "fp32"), so resuming them keeps their numerics.
+    """
+    data = dict(data)
+    if "channels_last" in data:
+        data["memory_format"] = "channels_last" if data.pop("channels_last") else "contiguous"
+        data.setdefault("precision", "fp32")
+    return data
 
 
 def apply_overrides(cfg: TrainConfig, data: dict[str, Any], source: str) -> TrainConfig:

@@ -14,16 +14,43 @@ from lordfx.errors import LordfxError
 from lordfx_trainer.weights import load_vgg16_features
 
 # torchvision vgg16().features indices whose *outputs* are tapped (the ReLU after each conv).
-VGG16_TAPS: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_2": 13, "relu4_3": 22, "pool5": 30}
+VGG16_TAPS: dict[str, int] = {
+    "relu1_1": 1,
+    "relu1_2": 3,
+    "relu2_1": 6,
+    "relu2_2": 8,
+    "relu3_1": 11,
+    "relu3_2": 13,
+    "relu3_3": 15,
+    "relu4_1": 18,
+    "relu4_2": 20,
+    "relu4_3": 22,
+    "relu5_1": 25,
+    "relu5_2": 27,
+    "relu5_3": 29,
+    "pool5": 30,
+}
+#: The paper's layer set (DESIGN §2): conv1_2, conv2_2, conv3_2, conv4_3, pool5.
+PAPER_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_3", "pool5")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def parse_vgg_layers(text: str) -> tuple[str, ...]:
+    """``"relu1_2,relu2_2"`` → the tap names, validated (unknown names list the valid ones)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in VGG16_TAPS]
+    if not names or unknown:
+        raise LordfxError(
+            f"vgg_layers: unknown or empty layer list {text!r}; valid: {', '.join(VGG16_TAPS)}"
+        )
+    return names
+
+
 def _onednn_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # private probe; assume the slow case if it moved
-        return False
+    from lordfx.precision import onednn_bf16
+
+    return onednn_bf16()
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -55,7 +82,9 @@ class VGGPerceptualLoss(nn.Module):
     """LORD's perceptual loss: ``sum_l mean |phi_l(pred) - phi_l(target)|`` (+ pixel L1).
 
     Layers (DESIGN §2): conv1_2, conv2_2, conv3_2, conv4_3 and pool5 of ImageNet VGG16, taken
-    *after* their ReLU (``VGG16_TAPS``). The authors' PyTorch reference (avivga/lord-pytorch,
+    *after* their ReLU (``PAPER_LAYERS``, the default; ``layers`` picks another set from
+    ``VGG16_TAPS``, and the network is cut after the deepest one, so dropping pool5 and
+    conv4_3 also drops their cost). The authors' PyTorch reference (avivga/lord-pytorch,
     ``layer_ids=(2, 7, 12, 21, 30)``) appends the conv outputs, but torchvision's next layer is
     ``ReLU(inplace=True)``, which overwrites them, so it too uses the ReLU outputs.
 
@@ -81,17 +110,19 @@ class VGGPerceptualLoss(nn.Module):
         features: nn.Sequential | None = None,
         pixel_weight: float = 0.0,
         cpu_bf16: bool | None = None,
+        layers: tuple[str, ...] = PAPER_LAYERS,
     ) -> None:
         super().__init__()
         self.cpu_bf16 = _onednn_has_bf16() if cpu_bf16 is None else cpu_bf16
         if features is None:
             features = load_vgg16_features()
-        last = VGG16_TAPS["pool5"]
-        if len(features) <= last or not isinstance(features[last], nn.MaxPool2d):
+        pool5 = VGG16_TAPS["pool5"]
+        if len(features) <= pool5 or not isinstance(features[pool5], nn.MaxPool2d):
             raise LordfxError("VGGPerceptualLoss needs torchvision's VGG16 features (pool5 at 30)")
-        self.features = features[: last + 1].eval().requires_grad_(False)
+        self.layers = parse_vgg_layers(",".join(layers))
+        self._taps = frozenset(VGG16_TAPS[n] for n in self.layers)
+        self.features = features[: max(self._taps) + 1].eval().requires_grad_(False)
         self.pixel_weight = float(pixel_weight)
-        self._taps = frozenset(VGG16_TAPS.values())
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -102,10 +133,10 @@ class VGGPerceptualLoss(nn.Module):
         return self
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The tapped activations, in ``VGG16_TAPS`` order.
+        """The tapped activations, shallow to deep.
 
-        Shape: x (B, C, H, W) in [0, 1] → [(B, 64, H, W), (B, 128, H/2, W/2),
-        (B, 256, H/4, W/4), (B, 512, H/8, W/8), (B, 512, H/32, W/32)].
+        Shape: x (B, C, H, W) in [0, 1] → for the paper layers [(B, 64, H, W),
+        (B, 128, H/2, W/2), (B, 256, H/4, W/4), (B, 512, H/8, W/8), (B, 512, H/32, W/32)].
         """
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
@@ -144,14 +175,21 @@ class VGGPerceptualLoss(nn.Module):
 LOSS_NAMES = ("l1", "vgg", "vgg+l1")
 
 
-def build_loss(name: str, allow_random_weights: bool = False) -> nn.Module:
+def build_loss(
+    name: str, allow_random_weights: bool = False, vgg_layers: str = ",".join(PAPER_LAYERS)
+) -> nn.Module:
     """The loss called ``name``: ``l1``, ``vgg`` or ``vgg+l1`` (pixel weight 1, as the reference).
 
-    ``allow_random_weights`` gives the VGG random weights (tests only; logs a warning).
+    ``allow_random_weights`` gives the VGG random weights (tests only; logs a warning);
+    ``vgg_layers`` the comma-separated taps (``VGG16_TAPS``).
     """
     if name == "l1":
         return PixelL1Loss()
     if name in ("vgg", "vgg+l1"):
         features = load_vgg16_features(allow_random=allow_random_weights)
-        return VGGPerceptualLoss(features, pixel_weight=1.0 if name == "vgg+l1" else 0.0)
+        return VGGPerceptualLoss(
+            features,
+            pixel_weight=1.0 if name == "vgg+l1" else 0.0,
+            layers=parse_vgg_layers(vgg_layers),
+        )
     raise LordfxError(f"unknown loss {name!r}; valid: {', '.join(LOSS_NAMES)}")

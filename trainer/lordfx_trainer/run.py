@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lordfx import precision as precision_policy
 from lordfx.bundle import save_bundle
 from lordfx.nets import AmortizedModel
+from lordfx.precision import Precision
 from lordfx_trainer import loop
 from lordfx_trainer.config import TrainConfig
 from lordfx_trainer.data.base import ImageDataset
@@ -46,6 +48,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
+    """The run's precision and memory format (``lordfx.precision``: "auto" decides per machine)."""
+    choice = precision_policy.resolve(cfg.precision, device, cfg.memory_format)
+    log.info("precision %s, %s: %s", choice.dtype,
+             "channels_last" if choice.channels_last else "contiguous", choice.reason)  # fmt: skip
+    return choice
+
+
+def record_precision(run_dir: Path, choice: Precision) -> None:
+    """Write the resolved precision (and why) into config.json's "run" section; a resume that
+    resolves differently (another machine) keeps the earlier choices under "precision_history"."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    run = data.setdefault("run", {})
+    now = choice.to_dict()
+    if run.get("precision") not in (None, now):
+        run.setdefault("precision_history", []).append(run["precision"])
+        log.warning("%s: precision now %s (was %s)", run_dir, now, run["precision"])
+    run["precision"] = now
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def stall_warning(row: dict[str, float], lr_key: str, lr: float) -> str | None:
     """The one-line warning for a log row whose generator output is saturated, else None."""
     share = row.get("saturated", 0.0)
@@ -61,20 +89,29 @@ def stall_warning(row: dict[str, float], lr_key: str, lr: float) -> str | None:
 class Run:
     """Owns the run directory, the data on the device and both stages."""
 
+    is_main = True  # False on the ranks of a distributed job that do not write (distributed.py)
+
     def __init__(
         self, cfg: TrainConfig, run_dir: Path, train: ImageDataset, heldout: ImageDataset | None
     ) -> None:
         self.cfg, self.dir = cfg, Path(run_dir)
         self.train_set, self.heldout = train, heldout
         self.device = resolve_device(cfg.device)
-        self.data = loop.DeviceData(train.images, train.class_ids, self.device, cfg.channels_last)
+        self.precision = resolve_precision(cfg, self.device)
+        if self.is_main:
+            record_precision(self.dir, self.precision)
+        self.data = loop.DeviceData(
+            train.images, train.class_ids, self.device, self.precision.channels_last
+        )
         self.state = loop.LoopState()
         self._stall_warned: set[str] = set()
         self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         from lordfx_trainer.losses import build_loss
 
-        self.loss_fn = build_loss(cfg.loss, allow_random_weights=cfg.allow_random_weights)
+        self.loss_fn = build_loss(
+            cfg.loss, allow_random_weights=cfg.allow_random_weights, vgg_layers=cfg.vgg_layers
+        )
         self.loss_fn.to(self.device)
         self.latent = LatentModel(
             cfg.model_config(),
@@ -88,7 +125,7 @@ class Run:
 
     # -- stages ----------------------------------------------------------------------------
     def _memory_format(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module.to(memory_format=torch.channels_last) if self.cfg.channels_last else module
+        return module.to(memory_format=self.precision.memory_format)
 
     def _spec(
         self, name: str, epochs: int, step: Any, module: torch.nn.Module, groups: list
@@ -162,9 +199,7 @@ class Run:
         )
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.precision.autocast(self.device.type)
 
     def fit(self) -> Path | None:
         """Run (or continue) both stages and write the bundle; returns its path.
@@ -181,7 +216,8 @@ class Run:
                 self.save_checkpoint()
         if self.state.stage == "amortized" and self.cfg.amortized_epochs > 0:
             self._run(self.spec)
-        plot_losses(self.dir / "metrics.jsonl", self.dir / "losses.png")
+        if self.is_main:
+            plot_losses(self.dir / "metrics.jsonl", self.dir / "losses.png")
         if self.cfg.amortized_epochs == 0:
             log.info("no stage 2 (amortized_epochs = 0): stage-1 model in latent.safetensors")
             return None
@@ -194,7 +230,8 @@ class Run:
         log.info("stage %s: %d epochs of %d images", spec.name, spec.epochs, len(self.data))
         total = spec.epochs * loop.steps_per_epoch(len(self.data), spec.batch_size)
         columns = [TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        console = Console(stderr=True)
+        with Progress(*columns, console=console, transient=True, disable=not self.is_main) as bar:
             self._progress = (
                 bar,
                 bar.add_task(spec.name, total=total, completed=self.state.global_step),
@@ -275,19 +312,24 @@ class Run:
         return x.float() / 255
 
     # -- persistence ------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        ckpt: dict[str, Any] = {
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything that decides the next step (what ``trainer_state.pt`` holds)."""
+        return {
             "state": asdict(self.state),
             "optimizer": self.spec.optimizer.state_dict(),
             "scheduler": self.spec.scheduler.state_dict(),
             "noise_rng": self.noise.get_state(),
             "model": self.spec.module.state_dict(),
         }
-        loop.atomic_torch_save(ckpt, self.dir / STATE_FILE)
+
+    def save_checkpoint(self) -> None:
+        loop.atomic_torch_save(self.checkpoint(), self.dir / STATE_FILE)
 
     def load_checkpoint(self) -> None:
         path = self.dir / STATE_FILE
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        self.restore(torch.load(path, map_location=self.device, weights_only=True))
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
         state = loop.LoopState(**ckpt["state"])
         if state.stage == "amortized":
             self.load_latent()
@@ -299,7 +341,8 @@ class Run:
         self.noise.set_state(
             ckpt["noise_rng"].cpu() if self.device.type == "cpu" else ckpt["noise_rng"]
         )
-        loop.truncate_jsonl(self.dir / "metrics.jsonl", state.stage, state.global_step)
+        if self.is_main:
+            loop.truncate_jsonl(self.dir / "metrics.jsonl", state.stage, state.global_step)
         log.info(
             "resumed %s at stage %s, epoch %d, step %d",
             self.dir,
