@@ -239,6 +239,8 @@ def test_turntable_mp4_and_refusals(cars_model, run, tmp_path):
     assert count == 24
     png = _cli("cars", "turntable", str(car), "-o", str(tmp_path / "spin.png"))
     assert png.exit_code == 1 and "use .gif or .mp4" in png.stderr
+    low = _cli("cars", "turntable", str(car), "-o", str(tmp_path / "low.gif"), "-e", "2")
+    assert low.exit_code == 0 and "using the nearest: 0°" in low.stderr
     odd = _cli("cars", "turntable", str(car), "-o", str(mp4), "--size", "33")
     assert odd.exit_code == 1 and "even" in odd.stderr
     folder = _cli("cars", "turntable", str(tmp_path), "-o", str(tmp_path / "x.gif"))

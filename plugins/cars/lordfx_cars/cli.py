@@ -103,7 +103,14 @@ def turntable_command(
         raise InputError(image, "no such file")
     out = output or Path(f"{image.stem}_turntable.gif")
     check_animation_path(out, [image])
-    frames = _editor().turntable(image, elevation=elevation, size=size)
+    editor = _editor()
+    if elevation is not None and elevation not in editor.views.elevations:
+        nearest = editor.views.nearest(0, elevation)[0].elevation
+        typer.echo(
+            f"lordfx: note: no views at elevation {elevation:g}°; using the nearest: {nearest:g}°",
+            err=True,
+        )
+    frames = editor.turntable(image, elevation=elevation, size=size)
     write_animation(frames, out, fps)
     typer.echo(str(out))
 
