@@ -21,7 +21,8 @@ def resolve_config(preset: str, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
-    """Load the dataset and split off held-out classes (seeded; recorded in ``meta``)."""
+    """Load the dataset and split off held-out classes, or held-out groups of a content
+    label such as performers (seeded; recorded in ``meta``)."""
     from lordfx_trainer.data import load_dataset
     from lordfx_trainer.data.base import split_classes
 
@@ -35,6 +36,15 @@ def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
         train, heldout = split_cars3d(ds, seed=cfg.split_seed)
     elif cfg.num_heldout_classes > 0:
         train, heldout = split_classes(ds, num_heldout=cfg.num_heldout_classes, seed=cfg.split_seed)
+    elif cfg.num_heldout_groups > 0:
+        from lordfx_trainer.data.base import split_groups
+
+        try:
+            train, heldout = split_groups(
+                ds, cfg.heldout_group, cfg.num_heldout_groups, seed=cfg.split_seed
+            )
+        except ValueError as exc:
+            raise UsageError(f"heldout_group: {exc}") from None
     else:
         train, heldout = ds, None
     if cfg.max_classes and train.num_classes > cfg.max_classes:
@@ -112,6 +122,13 @@ def check_split(run_dir: Path, extra: dict[str, Any], train: Any, heldout: Any) 
         raise LordfxError(
             f"{run_dir}: the re-created held-out classes {now} differ from the recorded "
             f"{recorded} (dataset or reader changed since training)"
+        )
+    groups = ((extra.get("heldout") or {}).get("split") or {}).get("heldout_groups")
+    now_groups = None if heldout is None else heldout.meta.get("split", {}).get("heldout_groups")
+    if groups is not None and groups != now_groups:
+        raise LordfxError(
+            f"{run_dir}: the re-created held-out groups {now_groups} differ from the recorded "
+            f"{groups} (dataset or reader changed since training)"
         )
     rec = extra.get("train") or {}
     for key, value in (("num_images", train.num_images), ("num_classes", train.num_classes)):

@@ -14,7 +14,7 @@ from typing import Any
 
 from lordfx.errors import InputError, UsageError
 
-from .base import ImageDataset, split_classes, split_images
+from .base import ImageDataset, split_classes, split_groups, split_images
 from .cars3d import load_cars3d, split_cars3d
 from .celeba import load_celeba
 from .fer2013 import load_fer2013
@@ -24,6 +24,7 @@ from .npz import load_npz
 from .rafd import load_rafd
 from .smallnorb import load_smallnorb, load_smallnorb_poses
 from .synthetic import load_synthetic
+from .taiwanese import load_taiwanese
 
 __all__ = [
     "READERS",
@@ -32,6 +33,7 @@ __all__ = [
     "reader_options",
     "split_cars3d",
     "split_classes",
+    "split_groups",
     "split_images",
 ]
 
@@ -44,6 +46,7 @@ READERS: dict[str, Callable[..., ImageDataset]] = {
     "kth": load_kth,
     "folder": load_folder,
     "fer2013": load_fer2013,
+    "taiwanese": load_taiwanese,
     "synthetic": load_synthetic,
     "npz": load_npz,  # a prepared dataset file (lordfx export-data)
 }

@@ -244,6 +244,41 @@ def split_images(
     )
 
 
+def split_groups(
+    ds: ImageDataset, group: str, num_heldout: int, seed: int = 0
+) -> tuple[ImageDataset, ImageDataset]:
+    """Hold out whole groups of a content label (e.g. performers): returns (train, heldout).
+
+    ``group`` names a column of ``content_names``; ``num_heldout`` of its values present in
+    ``ds`` are drawn by ``numpy.random.default_rng(seed)``, and every image of a drawn value
+    goes to the held-out part. Classes keep their ids and names in both parts (every class
+    can appear on both sides): the unit held out is content, not class. The seed and the
+    held-out values (names from ``meta["content_values"][group]`` where the reader lists
+    them) are recorded in ``meta["split"]``.
+    """
+    if group not in ds.content_names or ds.content_labels is None:
+        raise ValueError(f"{ds.name} has no content label {group!r} (has {ds.content_names})")
+    column = ds.content_labels[:, ds.content_names.index(group)]
+    present = np.unique(column)
+    if not 0 < int(num_heldout) < len(present):
+        raise ValueError(f"num_heldout must be in [1, {len(present) - 1}], got {num_heldout}")
+    rng = np.random.default_rng(seed)
+    heldout = np.sort(rng.choice(present, int(num_heldout), replace=False))
+    mask = np.isin(column, heldout)
+    names = (ds.meta.get("content_values") or {}).get(group)
+    record = {
+        "kind": "groups",
+        "group": group,
+        "seed": int(seed),
+        "num_heldout": len(heldout),
+        "heldout_groups": [names[int(g)] if names else int(g) for g in heldout],
+    }
+    return (
+        _with_split(ds.subset(~mask), record, "train"),
+        _with_split(ds.subset(mask), record, "heldout"),
+    )
+
+
 def _with_split(ds: ImageDataset, record: dict, part: str) -> ImageDataset:
     meta = dict(ds.meta)
     meta["split"] = {**record, "part": part}
