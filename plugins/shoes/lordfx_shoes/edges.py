@@ -110,6 +110,25 @@ def measure(edge_map: np.ndarray) -> EdgeMapStats:
     return EdgeMapStats(stroke_width(mask), side / max(edge_map.shape), float(mask.mean()))
 
 
+def _into_frame(mask: np.ndarray, place: Placement, width_in_frame: float) -> np.ndarray:
+    """The placement's square of ``mask`` resampled to FRAME² (lines kept at least a pixel
+    wide: thin lines are thickened before shrinking so area averaging cannot erase them).
+
+    Shape: (H, W) bool → (FRAME, FRAME) bool.
+    """
+    scale = FRAME / place.side
+    m = mask.astype(np.uint8)
+    if width_in_frame < 1.5:
+        k = int(np.ceil(1.5 / scale))
+        m = cv2.dilate(m, np.ones((k, k), np.uint8))
+    left, top, side = round(place.left), round(place.top), max(1, round(place.side))
+    pad = max(0, -left, -top, left + side - m.shape[1], top + side - m.shape[0])
+    m = cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    crop = m[top + pad : top + pad + side, left + pad : left + pad + side].astype(np.float32)
+    interp = cv2.INTER_AREA if side > FRAME else cv2.INTER_LINEAR
+    return cv2.resize(crop, (FRAME, FRAME), interpolation=interp) >= 0.5
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the normalised square came from in the input: the square's top-left corner
@@ -135,18 +154,16 @@ def normalise_edges(grey: np.ndarray) -> tuple[np.ndarray, Placement, list[str]]
         raise ValueError("no lines found (expected dark lines on a light background)")
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    side = max(y1 - y0, x1 - x0) / EXTENT
+    width_in = stroke_width(mask)
+    inset = max(0.0, (width_in - 1) / 2)  # the skeleton runs along the lines' middle
+    side = max(max(y1 - y0, x1 - x0) - 2 * inset, 1) / EXTENT
     place = Placement((x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2, side, w, h)
     notes.append(
         f"cropped to the lines ({x1 - x0}×{y1 - y0} px at {x0},{y0}) and padded to a "
         f"{side:.0f}² square (lines fill {EXTENT:.0%} of it)"
     )
-    width_in = stroke_width(mask)
     scale = FRAME / side
-    # resample the mask into the 128 frame: affine map input → frame
-    m = np.float32([[scale, 0, -place.left * scale], [0, scale, -place.top * scale]])
-    frame = cv2.warpAffine(mask.astype(np.float32), m, (FRAME, FRAME), flags=cv2.INTER_AREA)
-    lines = frame > 0.5 * min(1.0, width_in * scale)  # keep lines thinner than a pixel
+    lines = _into_frame(mask, place, width_in * scale)
     skeleton = thin(lines)
     out = skeleton
     if LINE_WIDTH > 1:

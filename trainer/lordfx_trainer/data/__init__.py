@@ -22,6 +22,7 @@ from .folder import load_folder
 from .kth import load_kth
 from .npz import load_npz
 from .rafd import load_rafd
+from .shoes import load_shoes
 from .smallnorb import load_smallnorb, load_smallnorb_poses
 from .synthetic import load_synthetic
 from .taiwanese import load_taiwanese
@@ -47,6 +48,7 @@ READERS: dict[str, Callable[..., ImageDataset]] = {
     "folder": load_folder,
     "fer2013": load_fer2013,
     "taiwanese": load_taiwanese,
+    "shoes": load_shoes,  # a cluster-shoes directory: style clusters + "edges" (issue 19)
     "synthetic": load_synthetic,
     "npz": load_npz,  # a prepared dataset file (lordfx export-data)
 }
