@@ -1,7 +1,10 @@
 """The ``lordfx`` command line. Results go to stdout (or files), messages to stderr.
 
 Exit codes: 0 success, 1 an error the user can act on (bad input file, no trained model),
-2 a usage error (unknown option, missing argument, invalid value).
+2 a usage error (unknown option, missing argument, invalid value, an output that cannot be
+written), 130 / 143 interrupted by Ctrl-C / SIGTERM. Every message is one line; Python
+warnings are printed as ``lordfx: warning: ...`` lines, and an unexpected exception as one
+``lordfx: error: ...`` line (``-v`` adds its traceback).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +44,18 @@ class _Group(TyperGroup):
             return _fail(f"{exc.format_message()}{hint}", exc.exit_code, standalone_mode)
         except click.exceptions.ClickException as exc:
             return _fail(exc.format_message(), exc.exit_code, standalone_mode)
-        except (typer.Abort, KeyboardInterrupt):
+        except typer.Abort:
             return _fail("aborted", 1, standalone_mode)
+        except KeyboardInterrupt:
+            return _fail("interrupted (Ctrl-C)", 130, standalone_mode)
         except LordfxError as exc:
             return _fail(str(exc), exc.exit_code, standalone_mode)
+        except Exception as exc:  # a bug or an environment problem: one line, not a traceback
+            if logging.getLogger("lordfx").isEnabledFor(logging.DEBUG):
+                traceback.print_exc(file=sys.stderr)
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            hint = "" if _verbose() else " (run with -v for the traceback)"
+            return _fail(f"unexpected {type(exc).__name__}: {detail}{hint}", 1, standalone_mode)
         code = rv if isinstance(rv, int) else 0
         if standalone_mode:
             sys.exit(code)
@@ -69,6 +82,35 @@ def _setup_logging(verbose: bool) -> None:
         root.addHandler(_StderrHandler())
         root.propagate = False
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    warnings.showwarning = _show_warning
+
+
+def _verbose() -> bool:
+    return logging.getLogger("lordfx").isEnabledFor(logging.DEBUG)
+
+
+def _show_warning(  # noqa: PLR0913 - warnings.showwarning's signature
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Python warnings (from PIL, torch, ...) as one ``lordfx: warning:`` line each."""
+    text = " ".join(str(message).split())
+    where = f" ({category.__name__}, {filename}:{lineno})" if _verbose() else ""
+    logging.getLogger("lordfx.warnings").warning("%s%s", text, where)
+
+
+def _max_pixels(value: str | None) -> str | None:
+    from lordfx.imageio import parse_pixels, set_max_pixels
+
+    try:
+        set_max_pixels(parse_pixels(value) if value is not None else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
 
 
 def _version(value: bool) -> None:
@@ -96,6 +138,14 @@ def build_app() -> typer.Typer:
             False, "--version", callback=_version, is_eager=True, help="Show the version."
         ),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages on stderr."),
+        max_pixels: str | None = typer.Option(
+            None,
+            "--max-pixels",
+            callback=_max_pixels,
+            metavar="N",
+            help="Refuse images larger than N pixels, e.g. 150M [default: $LORDFX_MAX_PIXELS "
+            "or 64M].",
+        ),
     ) -> None:
         _setup_logging(verbose)
 

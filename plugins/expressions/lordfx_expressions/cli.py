@@ -51,7 +51,7 @@ def expression_command(
     ),
 ) -> None:
     """Change the facial expression of IMAGE to --to NAME."""
-    from lordfx.batch import run_batch
+    from lordfx.batch import plan_batch, run_plan
     from lordfx.host import get_host
 
     domain = get_host().domain("expressions")
@@ -73,6 +73,8 @@ def expression_command(
     render = "generate" if replace else check_render(render)
     if not image.exists():
         raise InputError(image, "no such file or folder")
+    # Outputs are checked (a usage error) before the model is loaded.
+    plan = plan_batch(image, output, to)
     domain.require_bundle()
     import lordfx
 
@@ -83,7 +85,7 @@ def expression_command(
             path, to, strength=strength, face_index=face_index, render=render
         )
 
-    report = run_batch(image, output, process, to, skip_existing)
+    report = run_plan(plan, process, skip_existing)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 

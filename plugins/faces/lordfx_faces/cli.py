@@ -40,7 +40,7 @@ def swap_pose_command(
     ),
 ) -> None:
     """Keep the identity of FACE and take the head pose and expression of REF."""
-    from lordfx.batch import run_batch
+    from lordfx.batch import plan_batch, run_plan
     from lordfx.host import get_host
 
     if not face.exists():
@@ -62,6 +62,8 @@ def swap_pose_command(
     check_render(render)
     if not ref.is_file():
         raise InputError(ref, "no such file" if not ref.exists() else "REF must be an image file")
+    # Outputs are checked (a usage error) before the model is loaded.
+    plan = plan_batch(face, output, "swap-pose", extra_inputs=(ref,))
     domain.require_bundle()
     import lordfx
 
@@ -71,6 +73,6 @@ def swap_pose_command(
     def process(path: Path):  # noqa: ANN202
         return editor.swap_pose_file(path, ref_codes, face_index=face_index, render=render)
 
-    report = run_batch(face, output, process, "swap-pose", skip_existing, extra_inputs=(ref,))
+    report = run_plan(plan, process, skip_existing)
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -17,6 +17,7 @@ from lordfx.errors import InputError, UsageError
 from .base import ImageDataset, split_classes, split_groups, split_images
 from .cars3d import load_cars3d, split_cars3d
 from .celeba import load_celeba
+from .faces import load_faces
 from .fer2013 import load_fer2013
 from .folder import load_folder
 from .kth import load_kth
@@ -43,6 +44,7 @@ READERS: dict[str, Callable[..., ImageDataset]] = {
     "smallnorb": load_smallnorb,
     "smallnorb-poses": load_smallnorb_poses,
     "celeba": load_celeba,
+    "faces": load_faces,  # several face-crop sources (celeba_faces + lfw_faces) as one
     "rafd": load_rafd,
     "kth": load_kth,
     "folder": load_folder,
