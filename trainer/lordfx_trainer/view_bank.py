@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import typer
 
 log = logging.getLogger("lordfx.trainer")
 VIEW_BANK_FILE = "view_bank.safetensors"
@@ -120,19 +119,3 @@ def view_bank_for_run(
         ]
         codes = torch.cat([p.content_codes for p in parts])
     return add_view_bank(bundle or run.dir / "bundle", codes, run.train, SOURCES[source])
-
-
-def view_bank_command(
-    run_dir: Path = typer.Argument(..., help="A finished run with content labels (e.g. Cars3D)."),
-    source: str = typer.Option(
-        "latent", "--source", help="latent: stage-1 content codes; encoder: E_c of the images."
-    ),
-    bundle: Path | None = typer.Option(
-        None, "--bundle", help="Bundle to write into [default: RUN_DIR/bundle]."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
-) -> None:
-    """Write the view bank (mean content code per known view) into a run's bundle; `lordfx
-    ship` carries it. Runs with content labels get one automatically when they finish."""
-    path = view_bank_for_run(run_dir, source, bundle, device)  # type: ignore[arg-type]
-    typer.echo(str(path))

@@ -13,7 +13,11 @@ from typing import Any
 import typer
 
 from lordfx.errors import InputError, LordfxError
-from lordfx_cars.views import CARS3D_AZIMUTHS, CARS3D_ELEVATIONS
+
+#: Cars3D's views (trainer data/cars3d.py: azimuth index a is 15·a°, elevation index e is
+#: 6·e°), for --help; the bundle's own view bank is what the commands use and check against.
+CARS3D_AZIMUTHS = tuple(15 * a for a in range(24))
+CARS3D_ELEVATIONS = (0, 6, 12, 18)
 
 VALUES = (
     f"Cars3D views: azimuth {', '.join(map(str, CARS3D_AZIMUTHS))}°; "

@@ -25,10 +25,6 @@ from lordfx.errors import LordfxError, UsageError
 
 VIEW_BANK_FILE = "view_bank.safetensors"
 FACTORS = ("azimuth", "elevation")
-#: Cars3D's views (cars3d.py: azimuth index a is 15·a°, elevation index e is 6·e°), for
-#: --help; the bundle's own bank is what the verbs use and check against.
-CARS3D_AZIMUTHS = tuple(15 * a for a in range(24))
-CARS3D_ELEVATIONS = (0, 6, 12, 18)
 
 
 @dataclass(frozen=True)

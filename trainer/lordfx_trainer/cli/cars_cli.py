@@ -1,4 +1,5 @@
-"""``lordfx eval-cars``: named-view metrics (view LPIPS, where accuracy) of a Cars3D run."""
+"""``lordfx eval-cars`` (named-view metrics: view LPIPS, where accuracy) and ``lordfx
+view-bank`` (write a run's view bank). Light: heavy imports inside the functions."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ def eval_cars_command(
     write_json_atomic(result, path)
     typer.echo(f"wrote {path}", err=True)
     typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))
+
+
+def view_bank_command(
+    run_dir: Path = typer.Argument(..., help="A finished run with content labels (e.g. Cars3D)."),
+    source: str = typer.Option(
+        "latent", "--source", help="latent: stage-1 content codes; encoder: E_c of the images."
+    ),
+    bundle: Path | None = typer.Option(
+        None, "--bundle", help="Bundle to write into [default: RUN_DIR/bundle]."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+) -> None:
+    """Write the view bank (mean content code per known view) into a run's bundle; `lordfx
+    ship` carries it. Runs with content labels get one automatically when they finish."""
+    from lordfx_trainer.view_bank import view_bank_for_run
+
+    path = view_bank_for_run(run_dir, source, bundle, device)  # type: ignore[arg-type]
+    typer.echo(str(path))

@@ -29,8 +29,7 @@ def register_commands(app: typer.Typer) -> None:
     from lordfx_trainer.cli.eval_expressions_cli import eval_expressions_command
 
     app.command("eval-expressions")(eval_expressions_command)
-    from lordfx_trainer.evaluation.cars_cli import eval_cars_command
-    from lordfx_trainer.view_bank import view_bank_command
+    from lordfx_trainer.cli.cars_cli import eval_cars_command, view_bank_command
 
     app.command("eval-cars")(eval_cars_command)
     app.command("view-bank")(view_bank_command)
