@@ -21,11 +21,16 @@ from lordfx_trainer.models import LatentModel
 
 @dataclass
 class Batch:
-    """Shape: images (B, C, H, W) float in [0, 1]; ids (B,) int64."""
+    """Shape: images (B, C, H, W) float in [0, 1]; ids (B,) int64; noise (B, content_dim).
+
+    ``noise``: a pre-drawn stage-1 noise draw; a distributed rank passes its rows of the whole
+    global batch's draw so that every rank sees the single-process noise (lordfx_trainer.distributed).
+    """
 
     images: torch.Tensor
     class_ids: torch.Tensor
     image_ids: torch.Tensor
+    noise: torch.Tensor | None = None
 
 
 SATURATION_EPS = 1e-4  # sigmoid output this close to 0 or 1: gradient < 1e-4, pixel is stuck
@@ -58,7 +63,9 @@ def latent_step(
     class_code = model.class_codes(batch.images, batch.class_ids)
     noisy = content
     if noise_std > 0:
-        noise = torch.randn(content.shape, generator=generator, device=content.device)
+        noise = batch.noise
+        if noise is None:
+            noise = torch.randn(content.shape, generator=generator, device=content.device)
         noisy = content + noise_std * noise
     recon = model.generator(noisy, class_code)
     reconstruction = loss_fn(recon.float(), batch.images)

@@ -73,7 +73,15 @@ def cap_images_per_class(ds: Any, cap: int, seed: int) -> Any:
 
 def start_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> Path | None:
     """A new run in ``run_dir`` (which must not exist: runs are never overwritten)."""
-    from lordfx_trainer.run import Run, write_run_config
+    from lordfx_trainer.run import Run
+
+    train, heldout = create_run(cfg, run_dir, data_path)
+    return Run(cfg, run_dir, train, heldout).fit()
+
+
+def create_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> tuple[Any, Any]:
+    """Make the run directory and its config.json; returns the (train, heldout) data."""
+    from lordfx_trainer.run import write_run_config
 
     if run_dir.exists():
         raise LordfxError(
@@ -96,22 +104,30 @@ def start_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> Path |
         train.num_images,
         train.num_classes,
     )
-    return Run(cfg, run_dir, train, heldout).fit()
+    return train, heldout
 
 
 def resume_run(run_dir: Path) -> Path | None:
     """Continue a killed run exactly where its last checkpoint left it."""
-    from lordfx_trainer.run import STATE_FILE, Run, read_run_config
+    from lordfx_trainer.run import STATE_FILE, Run
 
     if not (run_dir / STATE_FILE).is_file():
         raise LordfxError(f"{run_dir}: no {STATE_FILE} to resume from")
+    cfg, train, heldout = reload_run(run_dir)
+    run = Run(cfg, run_dir, train, heldout)
+    run.load_checkpoint()
+    return run.fit()
+
+
+def reload_run(run_dir: Path) -> tuple[TrainConfig, Any, Any]:
+    """A run's config and its data re-created as recorded (checked against config.json)."""
+    from lordfx_trainer.run import read_run_config
+
     cfg, extra = read_run_config(run_dir)
     data_path = Path(extra["data_path"]) if extra.get("data_path") else None
     train, heldout = prepare_data(cfg, data_path)
     check_split(run_dir, extra, train, heldout)
-    run = Run(cfg, run_dir, train, heldout)
-    run.load_checkpoint()
-    return run.fit()
+    return cfg, train, heldout
 
 
 def check_split(run_dir: Path, extra: dict[str, Any], train: Any, heldout: Any) -> None:

@@ -42,9 +42,16 @@ def train_command(
         help="Paper Table 3 variant on top of the preset: full, amortized, semi-amortized, no-reg, no-stage2.",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="Train on N processes of this machine (torch.distributed; docs/training.md).",
+    ),
 ) -> None:
     """Train a LORD model: stage 1 (latent optimisation), then stage 2 (amortisation)."""
     from lordfx.errors import UsageError
+    from lordfx_trainer import distributed
     from lordfx_trainer.config import ablation_overrides, parse_set_option
     from lordfx_trainer.train import resolve_config, resume_run, start_run
 
@@ -53,7 +60,10 @@ def train_command(
             raise UsageError(
                 "--resume takes no PRESET, --data, --set or --ablation: the run's config.json rules"
             )
-        bundle = resume_run(resume)
+        if distributed.wanted(nproc):
+            bundle = distributed.resume(resume, nproc)
+        else:
+            bundle = resume_run(resume)
     elif preset is None:
         raise UsageError("missing argument PRESET (see `lordfx presets`) or --resume RUN_DIR")
     else:
@@ -65,7 +75,10 @@ def train_command(
             return
         stem = Path(preset).stem + (f"-{ablation}" if ablation else "")
         run_dir = out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        bundle = start_run(cfg, run_dir, data)
+        if distributed.wanted(nproc):
+            bundle = distributed.start(cfg, run_dir, data, nproc)
+        else:
+            bundle = start_run(cfg, run_dir, data)
     typer.echo(str(bundle) if bundle else "(no bundle: stage 2 disabled)")
 
 
