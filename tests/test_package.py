@@ -3,12 +3,14 @@ run end to end (train tiny → eval → package → pip install → plugins → 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -272,3 +274,33 @@ def test_docs_walkthrough_end_to_end(tmp_path):
 
     with pytest.raises(metadata.PackageNotFoundError):
         metadata.distribution(distribution)
+
+
+@pytest.mark.parametrize(
+    "plugin",
+    sorted(p.name for p in (REPO / "plugins").iterdir() if (p / "pyproject.toml").is_file()),
+)
+def test_built_in_plugins_have_the_layout_package_writes(plugin, tmp_path):
+    """A built-in plugin and a packaged one are read by the same code: same pyproject shape,
+    bundle declared through package_model_dir, model card beside it when there is a model."""
+    built_in = tomllib.loads((REPO / "plugins" / plugin / "pyproject.toml").read_text())
+    packaged = tomllib.loads(
+        (write_package(fake_run(tmp_path), "layout", tmp_path / "d") / "pyproject.toml").read_text()
+    )
+    module = f"lordfx_{plugin}"
+    assert built_in["project"]["entry-points"]["lordfx"] == {plugin: module}
+    for key in ("package-data", "packages"):
+        assert (
+            built_in["tool"]["setuptools"][key].keys() == packaged["tool"]["setuptools"][key].keys()
+        )
+    assert (
+        built_in["tool"]["setuptools"]["package-data"]
+        == packaged["tool"]["setuptools"]["package-data"]
+    )
+    mod = importlib.import_module(module)
+    host = Host(strict=True)
+    host.add_plugin(mod, plugin)
+    dom = host.domain(plugin)
+    assert dom.bundle == package_model_dir(module) == Path(mod.__file__).parent / "model"
+    if dom.has_model:
+        assert (dom.bundle.parent / MODEL_CARD).is_file()
