@@ -150,6 +150,7 @@ def test_card_says_what_is_missing(tmp_path):
         (["--name", "my shapes"], "not a valid plugin name"),
         (["--name", "faces"], "taken by the installed domain 'faces'"),
         (["--name", "trainer"], "taken by the installed plugin 'trainer'"),
+        (["--name", "fine", "--version", "one"], "--version 'one' is not a version"),
     ],
 )
 def test_refused_names(tmp_path, args, message):

@@ -33,6 +33,8 @@ from lordfx_trainer.packaging_card import model_card, readme
 
 log = logging.getLogger("lordfx.package")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+#: PEP 440 public versions in their usual spelling (1.0, 0.2.1rc1, 1.0.post2, 2.0.dev3).
+VERSION_RE = re.compile(r"^\d+(?:\.\d+)*(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?$")
 EVAL_FILE = "eval.json"
 
 
@@ -183,6 +185,8 @@ def write_package(
     and renames it into place; ``force`` replaces an existing ``out``.
     """
     names = PackageNames.from_name(name)
+    if not VERSION_RE.match(text.version):
+        raise UsageError(f"--version {text.version!r} is not a version such as 0.1.0 (PEP 440)")
     out = Path(out) if out is not None else Path(names.distribution)
     check_out(out, force)
     run = read_run(run_dir)

@@ -30,7 +30,8 @@ def package_command(
     version: str = typer.Option("0.1.0", "--version", help="The distribution's version."),
 ) -> None:
     """Write RUN_DIR's model as a plugin distribution: pyproject.toml, the domain module, the
-    fp16 bundle (sha256-checked) and a MODEL_CARD.md. Install it with `pip install OUT`.
+    fp16 bundle (sha256-checked) and a MODEL_CARD.md. Install it with
+    `pip install --no-build-isolation OUT` (docs/plugins.md).
 
     Prints the folder written.
     """
