@@ -127,6 +127,7 @@ def test_package_writes_a_distribution_the_host_reads_like_a_built_in(tmp_path, 
     card = (pkg / MODEL_CARD).read_text()
     for fact in (
         "CC0",
+        "as the folder reader prepared",
         "| l1 |",
         "0.125 ± 0.010",
         "0.375 (chance 0.333",

@@ -79,8 +79,19 @@ def _data_section(run: RunFiles, info: dict[str, Any]) -> str:
             else "none",
         ),
         ("licence", licence),
+        ("preprocessing", _preprocessing(data.get("reader", run.config.get("dataset")))),
     ]
     return "## Training data\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def _preprocessing(reader: str | None) -> str:
+    edit = "at edit time: centre square crop + resize (`lordfx.preprocess.ResizePreprocessor`)"
+    if reader in ("folder", "synthetic"):
+        return f"{edit}, as the {reader} reader prepared the training images"
+    return (
+        f"{edit}; the training images came through the {reader} reader: if it crops or aligns "
+        "differently, give the domain a matching `preprocessor` (docs/plugins.md)"
+    )
 
 
 def _recipe_section(run: RunFiles) -> str:
