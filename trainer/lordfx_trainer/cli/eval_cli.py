@@ -70,7 +70,11 @@ def eval_command(
 
 
 def eval_faces_command(
-    run_dir: Path = typer.Argument(..., help="A faces run directory written by `lordfx train`."),
+    run_dir: Path = typer.Argument(
+        ...,
+        help="A faces run directory written by `lordfx train` (with --render: or a bundle, "
+        "e.g. the shipped plugins/faces/lordfx_faces/model).",
+    ),
     pairs: int = typer.Option(500, "--pairs", help="Held-out (FACE, REF) pairs (seeded)."),
     seed: int = typer.Option(0, "--seed", help="Seed of pairs, probe splits and probes."),
     lpips: bool = typer.Option(
@@ -84,6 +88,15 @@ def eval_faces_command(
         None, "--out", "-o", help="Folder for eval_faces.json and eval_faces/ [default: RUN_DIR]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
+    render: str = typer.Option(
+        "",
+        "--render",
+        help="Instead: swap-pose as pasted by the faces plugin, per render mode "
+        "(warp,generate), on held-out crops at their own resolution; eval_faces_render.json.",
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="With --render: the dataset root [default: the one recorded]."
+    ),
 ) -> None:
     """Faces metrics on held-out identities with dlib (optional extra `eval-faces`):
     identity kept (128-d descriptor), pose taken (68 landmarks), the paper's CelebA
@@ -102,6 +115,9 @@ def eval_faces_command(
 
     if pairs < 1 or tto_steps < 0:
         raise UsageError("--pairs must be >= 1 and --tto-steps >= 0")
+    if render:
+        _eval_faces_render(run_dir, render, data, pairs, seed, lpips, out, as_json)
+        return
     settings = FaceEvalSettings(
         pairs=pairs, seed=seed, lpips=lpips, device=device, tto_steps=tto_steps
     )
@@ -110,4 +126,32 @@ def eval_faces_command(
     command += ["--tto-steps", str(tto_steps)] + (["--out", str(out)] if out else [])
     result = evaluate_faces(run_dir, settings, command, out)
     typer.echo(f"wrote {(out or run_dir) / EVAL_FACES_FILE}", err=True)
+    typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))
+
+
+def _eval_faces_render(
+    path: Path,
+    render: str,
+    data: Path | None,
+    pairs: int,
+    seed: int,
+    lpips: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """``eval-faces --render``: lordfx_trainer.evaluation.face_render."""
+    from lordfx_trainer.evaluation.face_render import (
+        EVAL_RENDER_FILE,
+        RenderEvalSettings,
+        evaluate_render_modes,
+        summary_markdown,
+    )
+
+    modes = tuple(m.strip() for m in render.split(",") if m.strip())
+    settings = RenderEvalSettings(modes=modes, pairs=pairs, seed=seed, lpips=lpips)
+    command = ["lordfx", "eval-faces", str(path), "--render", ",".join(modes)]
+    command += ["--pairs", str(pairs), "--seed", str(seed), "--lpips" if lpips else "--no-lpips"]
+    command += (["--data", str(data)] if data else []) + (["--out", str(out)] if out else [])
+    result = evaluate_render_modes(path, data, settings, command, out)
+    typer.echo(f"wrote {(out or path) / EVAL_RENDER_FILE}", err=True)
     typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))
