@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from lordfx import precision
 from lordfx.bundle import Bundle, load_bundle
 from lordfx.domain import Domain
 from lordfx.errors import InputError, UsageError
@@ -32,6 +33,11 @@ class Editor:
         self.pre = preprocessor
         self.domain = domain
         self.device = next(self.model.parameters()).device
+        # precision "auto" (lordfx.precision): bf16 inference only where it is native;
+        # LORDFX_PRECISION=fp32|bf16 forces it
+        self.precision = precision.resolve(os.environ.get("LORDFX_PRECISION", "auto"), self.device)
+        for net in (self.model.generator, self.model.class_encoder, self.model.content_encoder):
+            precision.autocast_module(net, self.precision, self.device.type)
 
     @classmethod
     def from_domain(cls, domain: Domain, device: str = "cpu") -> Editor:

@@ -65,6 +65,20 @@ class Precision:
         return asdict(self)
 
 
+def autocast_module(module: torch.nn.Module, choice: Precision, device_type: str) -> None:
+    """Make ``module``'s forward run under ``choice``'s autocast and return fp32 (editing:
+    callers keep fp32 tensors). A no-op for fp32."""
+    if choice.dtype != "bf16":
+        return
+    inner = module.forward
+
+    def forward(*args: object, **kwargs: object) -> torch.Tensor:
+        with choice.autocast(device_type):
+            return inner(*args, **kwargs).float()
+
+    module.forward = forward  # type: ignore[method-assign]
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:

@@ -15,6 +15,7 @@ from lordfx_trainer.loop import DeviceData, make_optimizer
 from lordfx_trainer.losses import PixelL1Loss
 from lordfx_trainer.models import LatentModel
 from lordfx_trainer.steps import latent_step
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from lordfx import precision
@@ -148,3 +149,21 @@ def test_bundle_records_the_architecture(tmp_path):
         torch.testing.assert_close(back.model(x), model(x))
     with pytest.raises(ValueError, match="unknown architecture 'wide'; valid: paper, tapered"):
         ModelConfig(arch="wide")
+
+
+def test_editor_runs_bf16_only_when_chosen_and_agrees_with_fp32(tmp_path, monkeypatch):
+    from lordfx.api import Editor
+
+    cfg = ModelConfig(image_size=16, width=0.125, content_dim=8, class_dim=8, arch="tapered")
+    torch.manual_seed(0)
+    path = save_bundle(tmp_path / "b", AmortizedModel(cfg).eval(), {"class_names": ["a"]})
+    image = Image.new("RGB", (16, 16), (200, 40, 90))
+    monkeypatch.setenv("LORDFX_PRECISION", "fp32")
+    fp32 = Editor.from_bundle(path)
+    monkeypatch.setenv("LORDFX_PRECISION", "bf16")
+    bf16 = Editor.from_bundle(path)
+    assert (fp32.precision.dtype, bf16.precision.dtype) == ("fp32", "bf16")
+    a = np.asarray(fp32.transfer(image, image), dtype=float)
+    b = np.asarray(bf16.transfer(image, image), dtype=float)
+    assert a.shape == b.shape == (16, 16, 3)
+    assert np.abs(a - b).max() <= 6  # 8-bit levels: bf16's 8 mantissa bits
