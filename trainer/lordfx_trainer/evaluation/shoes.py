@@ -37,12 +37,19 @@ EVAL_SHOES_FILE = "eval_shoes.json"
 TOLERANCE = 2  # pixels, at the model's size
 CANNY = (100, 200)
 BLUR_SIGMA = 1.5
+LINE_LEVEL = 200
 
 
 def edge_lines(edge_maps: np.ndarray) -> np.ndarray:
-    """Lines of edge maps (dark on white): grey < 128. Shape: (N, S, S[, C]) uint8 → bool."""
+    """Lines of edge maps (dark on white): grey < ``LINE_LEVEL``.
+
+    At 64² the 128² maps' one-pixel lines are averaged with white (grey 176-191 where a
+    line crosses, 254 background), so 128 would find almost none; with 200 the real photo's
+    own Canny edges score F1 0.89 against its edge map (val shoes).
+    Shape: (N, S, S[, C]) uint8 → bool.
+    """
     grey = edge_maps if edge_maps.ndim == 3 else edge_maps.mean(3)
-    return grey < 128
+    return grey < LINE_LEVEL
 
 
 def canny(images: np.ndarray) -> np.ndarray:
@@ -199,6 +206,7 @@ def figure_grid(
     commit)."""
     model, device = bundle.model, next(bundle.model.parameters()).device
     idx = np.linspace(0, len(edges) - 1, rows).round().astype(int)
+    styles = min(styles, sum(n.startswith("style-") for n in bundle.class_names))
     codes = torch.stack(
         [bundle.class_codes[bundle.class_names.index(f"style-{k:02d}")] for k in range(styles)]
     )
