@@ -104,10 +104,15 @@ def test_bundle_view_bank_is_the_mean_stage1_code_per_view(run):
     loaded = load_run(run, "cpu")  # 3 training classes x 48 views
     codes = stage1_codes(loaded, 64).content_codes
     labels = loaded.train.content_labels
+    from lordfx_trainer.view_bank import content_encoder_codes
+
+    located = content_encoder_codes(bundle.model, loaded.train.images)  # where's space: E_c
+    assert info["locate_source"].startswith("stage-2 content encoder")
     for k in (0, 17, 47):
         a, e = bank["labels"][k].tolist()
         rows = np.flatnonzero((labels[:, 0] == a) & (labels[:, 1] == e))
         assert torch.allclose(bank["codes"][k], codes[rows].mean(0), atol=1e-6)
+        assert torch.allclose(bank["locate_codes"][k], located[rows].mean(0), atol=1e-5)
 
 
 def test_ship_carries_the_view_bank_in_fp16(run):
@@ -126,7 +131,7 @@ def test_view_bank_command_encoder_source(run, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(run / "bundle", copy)
     result = _cli(
-        "view-bank", str(run), "--source", "encoder", "--bundle", str(copy), "--device", "cpu"
+        "view-bank", str(run), "--source", "encoder", "--locate", "latent", "--bundle", str(copy)
     )
     assert result.exit_code == 0, result.output
     bundle = load_bundle(copy)
@@ -138,6 +143,9 @@ def test_view_bank_command_encoder_source(run, tmp_path):
     k = bundle.extras["view_bank.safetensors"]["labels"].tolist().index([5, 1])
     bank = bundle.extras["view_bank.safetensors"]["codes"]
     assert torch.allclose(bank[k], content.content_codes[rows].mean(0), atol=1e-5)
+    original = load_bundle(run / "bundle").extras["view_bank.safetensors"]["codes"]
+    located = bundle.extras["view_bank.safetensors"]["locate_codes"]
+    assert torch.allclose(located, original, atol=1e-6)  # --locate latent: stage-1 means
     bad = _cli("view-bank", str(run), "--source", "pixels", "--bundle", str(copy))
     assert bad.exit_code == 2 and "valid: latent, encoder" in bad.output
 
@@ -259,7 +267,7 @@ def test_where_agrees_with_the_eval_and_api(cars_model, run, tmp_path):
     bank = bundle.extras["view_bank.safetensors"]
     x = torch.from_numpy(np.array(Image.open(car))).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        k = int(nearest_views(bundle.model.encode_content(x), bank["codes"])[0])
+        k = int(nearest_views(bundle.model.encode_content(x), bank["locate_codes"])[0])
     a, e = bank["labels"][k].tolist()
     assert (row["azimuth_index"], row["elevation_index"]) == (a, e)
     assert (row["azimuth"], row["elevation"]) == (15 * a, 6 * e)

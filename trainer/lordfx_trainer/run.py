@@ -373,9 +373,11 @@ class Run:
             overwrite=True,
         )
         if self.train_set.content_labels is not None:  # known views (Cars3D): name them
-            from lordfx_trainer.view_bank import SOURCES, add_view_bank
+            from lordfx_trainer.view_bank import write_run_view_bank
 
-            add_view_bank(path, self.content_targets, self.train_set, SOURCES["latent"])
+            write_run_view_bank(
+                path, self.train_set, self.content_targets, self.amortized, self.data.images
+            )
         return path
 
 

@@ -5,13 +5,15 @@ trainer (``lordfx view-bank``, or automatically when a run with content labels w
 bundle) stores the mean stage-1 content code of the training images at each view in
 ``view_bank.safetensors``:
 
-    codes   (K, content_dim) float   mean content code of view k
+    codes         (K, content_dim) float   what view k is rendered from (mean stage-1 code)
+    locate_codes  (K, content_dim) float   optional: what "where" compares E_c(x) with
+                                           (mean E_c of the training images at view k)
     labels  (K, 2) int64             (azimuth index, elevation index) of view k
     counts  (K,) int64               training images averaged into view k
 
 and the degrees of each index in config.json ``view_bank.values``. Named views are then
-G(bank[k], E_y(x)) (paper Eq. 9 with a bank code in place of E_c of a second image), and
-"where" is the bank entry nearest to E_c(x).
+G(codes[k], E_y(x)) (paper Eq. 9 with a bank code in place of E_c of a second image), and
+"where" is the view whose locate code (or code, without locate_codes) is nearest to E_c(x).
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def _num(x: float) -> float | int:
 
 
 class ViewBank:
-    """Shape: codes (K, content_dim), labels (K, 2) int64; ``azimuths[i]`` / ``elevations[j]``
-    are the degrees of azimuth index i / elevation index j."""
+    """Shape: codes (K, content_dim), labels (K, 2) int64, locate_codes (K, content_dim) or
+    None; ``azimuths[i]`` / ``elevations[j]`` are the degrees of azimuth index i / elevation
+    index j."""
 
     def __init__(
         self,
@@ -63,6 +66,7 @@ class ViewBank:
         labels: torch.Tensor,
         azimuths: list[float],
         elevations: list[float],
+        locate_codes: torch.Tensor | None = None,
     ) -> None:
         if codes.ndim != 2 or labels.shape != (codes.shape[0], 2):
             raise LordfxError(
@@ -71,7 +75,10 @@ class ViewBank:
             )
         if labels[:, 0].max() >= len(azimuths) or labels[:, 1].max() >= len(elevations):
             raise LordfxError("view bank: labels index past the listed azimuths/elevations")
+        if locate_codes is not None and locate_codes.shape != codes.shape:
+            raise LordfxError("view bank: locate_codes and codes differ in shape")
         self.codes, self.labels = codes, labels.long()
+        self.locate_codes = codes if locate_codes is None else locate_codes
         self.azimuths, self.elevations = list(azimuths), list(elevations)
         self.views = [
             View(k, self.azimuths[a], self.elevations[e], a, e)
@@ -94,7 +101,13 @@ class ViewBank:
                 f"{bundle.path}: view bank factors are {factors}, the cars plugin needs {FACTORS}"
             )
         values = info["values"]
-        return cls(tensors["codes"], tensors["labels"], values["azimuth"], values["elevation"])
+        return cls(
+            tensors["codes"],
+            tensors["labels"],
+            values["azimuth"],
+            values["elevation"],
+            tensors.get("locate_codes"),
+        )
 
     def __len__(self) -> int:
         return len(self.views)
@@ -126,11 +139,13 @@ class ViewBank:
         )
 
     def locate(self, content_codes: torch.Tensor) -> list[View]:
-        """The bank view nearest (Euclidean) to each content code: what the model reads.
+        """The view whose locate code is nearest (Euclidean) to each content code E_c(x):
+        what the model reads.
 
         Shape: content_codes (N, content_dim) → N views.
         """
-        dist = torch.cdist(content_codes.float(), self.codes.to(content_codes.device).float())
+        bank = self.locate_codes.to(content_codes.device).float()
+        dist = torch.cdist(content_codes.float(), bank)
         return [self.views[int(k)] for k in dist.argmin(dim=1)]
 
     def ring(self, elevation_index: int, start_azimuth_index: int = 0) -> list[View]:

@@ -54,7 +54,12 @@ def eval_cars_command(
 def view_bank_command(
     run_dir: Path = typer.Argument(..., help="A finished run with content labels (e.g. Cars3D)."),
     source: str = typer.Option(
-        "latent", "--source", help="latent: stage-1 content codes; encoder: E_c of the images."
+        "latent",
+        "--source",
+        help="Codes views are rendered from: latent (stage-1 content codes) or encoder (E_c).",
+    ),
+    locate: str = typer.Option(
+        "encoder", "--locate", help="Codes `where` compares E_c(x) with: encoder or latent."
     ),
     bundle: Path | None = typer.Option(
         None, "--bundle", help="Bundle to write into [default: RUN_DIR/bundle]."
@@ -65,5 +70,5 @@ def view_bank_command(
     ship` carries it. Runs with content labels get one automatically when they finish."""
     from lordfx_trainer.view_bank import view_bank_for_run
 
-    path = view_bank_for_run(run_dir, source, bundle, device)  # type: ignore[arg-type]
+    path = view_bank_for_run(run_dir, source, locate, bundle, device)  # type: ignore[arg-type]
     typer.echo(str(path))

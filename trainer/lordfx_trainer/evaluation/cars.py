@@ -40,8 +40,9 @@ class CarsEvalSettings:
     batch_size: int = 128
 
 
-def read_bank(bundle: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """codes (K, D), labels (K, 2) (azimuth index, elevation index) and the config entry."""
+def read_bank(bundle: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """codes (K, D) (rendered from), locate codes (K, D) (``where`` compares E_c with; the
+    codes when the bank has none), labels (K, 2) (azimuth index, elevation index), config."""
     info, tensors = bundle.info.get("view_bank"), bundle.extras.get(BANK_FILE)
     if info is None or tensors is None:
         raise LordfxError(f"{bundle.path}: no view bank; add one with `lordfx view-bank RUN_DIR`")
@@ -49,7 +50,8 @@ def read_bank(bundle: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         raise LordfxError(
             f"{bundle.path}: view bank factors {info['factors']}, need azimuth/elevation"
         )
-    return tensors["codes"], tensors["labels"].long(), info
+    locate = tensors.get("locate_codes", tensors["codes"])
+    return tensors["codes"], locate, tensors["labels"].long(), info
 
 
 def nearest_views(content: torch.Tensor, bank_codes: torch.Tensor) -> torch.Tensor:
@@ -135,11 +137,11 @@ def evaluate_cars(
     if heldout is None or heldout.content_labels is None or heldout.num_classes < 2:
         raise LordfxError(f"{run_dir}: needs held-out classes (>= 2) with content labels")
     bundle = load_bundle(bundle_dir or run.dir / "bundle", device=run.device)
-    bank_codes, bank_labels, info = read_bank(bundle)
+    bank_codes, locate_codes, bank_labels, info = read_bank(bundle)
     model, bs = bundle.model, settings.batch_size
     images = to_float(heldout.images, run.device)
     codes = encoder_codes(model, images, bs)
-    found = bank_labels[nearest_views(codes.content_codes, bank_codes)].cpu().numpy()
+    found = bank_labels[nearest_views(codes.content_codes, locate_codes)].cpu().numpy()
     num_az = len(info["values"]["azimuth"])
     where = where_accuracy(found, heldout.content_labels, num_az)
     where["chance_exact"] = 1.0 / len(bank_labels)
@@ -162,12 +164,21 @@ def evaluate_cars(
     spins = []
     if figures is not None:
         spins = turntable_figures(
-            heldout, images, codes, (bank_codes, bank_labels), model, figures, 3, settings.seed
+            heldout,
+            images,
+            codes,
+            (bank_codes, locate_codes, bank_labels),
+            model,
+            figures,
+            3,
+            settings.seed,
         )
     return {
         "run": str(run.dir),
         "bundle": str(bundle.path),
-        "view_bank": {k: info.get(k) for k in ("source", "num_views", "num_images")},
+        "view_bank": {
+            k: info.get(k) for k in ("source", "locate_source", "num_views", "num_images")
+        },
         "heldout": {"cars": heldout.num_classes, "images": heldout.num_images},
         "settings": settings.__dict__,
         "where": where,
@@ -187,7 +198,7 @@ def turntable_figures(
     heldout: Any,
     images: torch.Tensor,
     codes: Any,
-    bank: tuple[torch.Tensor, torch.Tensor],
+    bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     model: Any,
     out_dir: Path,
     num: int,
@@ -201,14 +212,14 @@ def turntable_figures(
     """
     from lordfx_trainer.grids import save_grid, to_uint8
 
-    bank_codes, bank_labels = bank
+    bank_codes, locate_codes, bank_labels = bank
     labels, num_az = heldout.content_labels, int(bank_labels[:, 0].max()) + 1
     rng = np.random.default_rng([seed, 16])
     rows = []
     for car in rng.permutation(heldout.num_classes)[:num]:
         members = np.flatnonzero(heldout.class_ids == car)
         i = int(rng.choice(members))
-        (a, e), k = labels[i], int(nearest_views(codes.content_codes[i : i + 1], bank_codes)[0])
+        (a, e), k = labels[i], int(nearest_views(codes.content_codes[i : i + 1], locate_codes)[0])
         fa, fe = bank_labels[k].tolist()
         real = [members[(labels[members, 0] == (a + s) % num_az) & (labels[members, 1] == e)]
                 for s in range(num_az)]  # fmt: skip
