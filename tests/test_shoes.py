@@ -329,3 +329,22 @@ def test_to_edges_variations_and_folder_batch(shoes_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert Image.open(grid).size == (4 * 128, 128)
     assert edges.is_file()
+
+
+# -- evaluation helpers --------------------------------------------------------------------
+def test_edge_f1_tolerates_two_pixels_and_nearest_edges_finds_the_pair():
+    from lordfx_trainer.evaluation.shoes import edge_f1, nearest_by_edges
+
+    target = np.zeros((1, 32, 32), bool)
+    target[0, 10, 4:28] = True
+    shifted, far = np.roll(target, 2, axis=1), np.roll(target, 6, axis=1)
+    assert edge_f1(target, target)[0] == pytest.approx(1.0)
+    assert edge_f1(shifted, target)[0] == pytest.approx(1.0)  # 2 px: within tolerance
+    assert edge_f1(far, target)[0] == 0.0
+    assert edge_f1(np.zeros_like(target), target)[0] == 0.0
+    rng = np.random.default_rng(0)
+    pool = np.full((5, 32, 32), 255, np.uint8)
+    for i in range(5):
+        cv2.line(pool[i], (2, int(rng.integers(2, 30))), (30, int(rng.integers(2, 30))), 0, 1)
+    query = np.roll(pool[[3, 1]], 1, axis=2)  # the same drawings, shifted by a pixel
+    assert nearest_by_edges(query, pool).tolist() == [3, 1]
