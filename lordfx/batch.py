@@ -163,6 +163,20 @@ def default_output(src: Path, suffix: str) -> Path:
     return output_for(src, None, Path("."), suffix)
 
 
+def check_source(source: Path) -> None:
+    """An input file or folder exists (:class:`InputError` naming it, and a broken link)."""
+    try:
+        os.stat(source)
+    except FileNotFoundError:
+        if Path(source).is_symlink():
+            raise InputError(source, f"broken symbolic link (to {os.readlink(source)})") from None
+        raise InputError(source, "no such file or folder") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(source, "symbolic link loop (links to itself)") from None
+        raise InputError(source, f"cannot read ({exc.strerror or exc})") from None
+
+
 def plan_batch(
     source: Path, output: Path | None, suffix: str, extra_inputs: tuple[Path, ...] = ()
 ) -> Plan:
@@ -170,10 +184,7 @@ def plan_batch(
     missing source and :class:`UsageError` (exit 2) for an output that cannot be written,
     would overwrite an input, or lies inside the input tree."""
     source = Path(source)
-    if not source.exists():
-        if source.is_symlink():
-            raise InputError(source, f"broken symbolic link (to {os.readlink(source)})")
-        raise InputError(source, "no such file or folder")
+    check_source(source)
     if not source.is_dir():
         out = Path(output) if output is not None else default_output(source, suffix)
         check_output_path(out, [source, *extra_inputs])
@@ -262,19 +273,16 @@ def run_plan(
         print(dst, file=sys.stdout, flush=True)
         return report
 
-    from rich.progress import Progress
-
     done = 0
     try:
-        with _sigterm_raises(), Progress(transient=True, console=_stderr_console()) as bar:
-            task = bar.add_task(plan.source.name or str(plan.source), total=len(plan.jobs))
+        with _sigterm_raises(), _progress(plan) as advance:
             for src, dst in plan.jobs:
                 if skip_existing and dst.exists():
                     report.skipped.append(dst)
                 else:
                     _run_one(src, dst, process, report)
                 done += 1
-                bar.advance(task)
+                advance()
     except KeyboardInterrupt as exc:
         term = isinstance(exc, _Terminated)
         report.interrupted = "SIGTERM" if term else "Ctrl-C (SIGINT)"
@@ -318,10 +326,20 @@ def run_batch(
     return run_plan(plan_batch(source, output, suffix, extra_inputs), process, skip_existing)
 
 
-def _stderr_console():  # noqa: ANN202 - rich is imported lazily
+@contextmanager
+def _progress(plan: Plan) -> Iterator[Callable[[], None]]:
+    """A transient progress bar on a terminal's stderr; nothing when stderr is a file/pipe."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=console) as bar:
+        task = bar.add_task(plan.source.name or str(plan.source), total=len(plan.jobs))
+        yield lambda: bar.advance(task)
 
 
 def _summarise(report: BatchReport, plan: Plan, done: int) -> None:

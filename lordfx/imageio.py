@@ -22,6 +22,7 @@ One reading policy (:func:`read_image`) for every caller:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -168,6 +169,11 @@ def read_image(
         pixels = int(found.group(1)) if found else limit + 1
         raise _too_large(p, None, pixels, limit) from None
     except UnidentifiedImageError:
+        kind = _magic(p)
+        if kind:
+            raise InputError(
+                p, f"cannot decode image: truncated or corrupt {kind} header"
+            ) from None
         raise InputError(p, f"not an image file ({_sniff(p)})") from None
     except MemoryError:
         raise InputError(p, "not enough memory to decode this image") from None
@@ -184,6 +190,8 @@ def _check_regular_file(p: Path) -> None:
             raise InputError(p, f"broken symbolic link (to {os.readlink(p)})") from None
         raise InputError(p, "no such file") from None
     except OSError as exc:  # a symlink loop, a permission problem, a name too long...
+        if exc.errno == errno.ELOOP:
+            raise InputError(p, "symbolic link loop (links to itself)") from None
         raise InputError(p, f"cannot read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
         raise InputError(p, "is a folder, not an image")
@@ -191,6 +199,28 @@ def _check_regular_file(p: Path) -> None:
         raise InputError(p, "not a regular file (a device, FIFO or socket)")
     if st.st_size == 0:
         raise InputError(p, "empty file (0 bytes)")
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def _magic(p: Path) -> str | None:
+    """The image format a file's first bytes claim, if any."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for sig, name in _MAGIC if head.startswith(sig)), None)
 
 
 def _sniff(p: Path) -> str:

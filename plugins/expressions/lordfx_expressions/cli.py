@@ -51,7 +51,7 @@ def expression_command(
     ),
 ) -> None:
     """Change the facial expression of IMAGE to --to NAME."""
-    from lordfx.batch import plan_batch, run_plan
+    from lordfx.batch import check_source, plan_batch, run_plan
     from lordfx.host import get_host
 
     domain = get_host().domain("expressions")
@@ -71,8 +71,7 @@ def expression_command(
     from lordfx.render import check_render
 
     render = "generate" if replace else check_render(render)
-    if not image.exists():
-        raise InputError(image, "no such file or folder")
+    check_source(image)  # names the file (and a broken symbolic link)
     # Outputs are checked (a usage error) before the model is loaded.
     plan = plan_batch(image, output, to)
     domain.require_bundle()

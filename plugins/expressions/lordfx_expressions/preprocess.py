@@ -59,6 +59,10 @@ FER_ELLIPSE = Ellipse(centre=(0.5, 0.52), axes=(0.42, 0.44))
 # are found and their boxes are too small (side/box median 1.17: the crop would zoom in).
 TIGHT_CROP_MAX_SIDE = 256
 DETECT_MIN_SIDE = 192
+# A tight face crop is roughly square; a strip such as 3000×2 would be upscaled 96× (288,000
+# px long, 80 s of Haar search for nothing), so only images at most this elongated take the
+# tight-crop path (issue 15, hostile input).
+TIGHT_CROP_MAX_ASPECT = 2.0
 
 # taiwanese_expressions' posed photos (128², head and shoulders on a light background),
 # measured by scripts/measure_posed_framing.py with this module's detect() (all 1,232
@@ -112,7 +116,7 @@ class ExpressionPreprocessor(FacePreprocessor):
         """Faces in ``image``, largest first, in its pixel coordinates; small images are
         searched upscaled and with an edge-replicated margin (see ``TIGHT_CROP_MAX_SIDE``)."""
         short = min(image.size)
-        if short > TIGHT_CROP_MAX_SIDE:
+        if short > TIGHT_CROP_MAX_SIDE or max(image.size) > TIGHT_CROP_MAX_ASPECT * short:
             return super().detect(image)
         k = max(1, math.ceil(DETECT_MIN_SIDE / short))
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)

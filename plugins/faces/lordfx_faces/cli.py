@@ -40,11 +40,10 @@ def swap_pose_command(
     ),
 ) -> None:
     """Keep the identity of FACE and take the head pose and expression of REF."""
-    from lordfx.batch import plan_batch, run_plan
+    from lordfx.batch import check_source, plan_batch, run_plan
     from lordfx.host import get_host
 
-    if not face.exists():
-        raise InputError(face, "no such file or folder")
+    check_source(face)  # names the file (and a broken symbolic link)
     domain = get_host().domain("faces")
     if list_faces:  # detection only: needs no trained model
         import json

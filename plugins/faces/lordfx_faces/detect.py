@@ -1,8 +1,11 @@
 """Face detection with OpenCV's bundled Haar cascades (no downloads).
 
 The face detector uses exactly the settings that produced ``shared/data/celeba_faces`` (see
-its README, "Processing applied"), so a model trained on those crops sees the same boxes at
-edit time. An eye cascade, run inside the upper half of each face box, estimates the
+its README, "Processing applied", steps 1–5), so a model trained on those crops sees the
+same boxes at edit time. The photo comes through :func:`lordfx.imageio.read_image`, whose
+8-bit conversion gives the pixels ``cv2.imread(IMREAD_COLOR)`` gives (16-bit high byte,
+libjpeg's CMYK formula, alpha dropped, EXIF orientation applied); tests/test_hostile.py
+checks the boxes against the recipe on every celeba_wild_samples photo and its variants. An eye cascade, run inside the upper half of each face box, estimates the
 in-plane roll; when it finds no plausible pair the roll is 0, which is also what the
 training crops assumed.
 """
@@ -105,8 +108,9 @@ def detect_boxes(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
         )
         if len(found):
             boxes = [(bx, by, bw, bh) for bx, by, bw, bh in np.asarray(found).tolist()]
-            # Ties in area are broken by position so the order is deterministic.
-            return sorted(boxes, key=lambda b: (-b[2] * b[3], b[1], b[0]))
+            # A stable sort: boxes of equal area keep the detector's order, so the first is
+            # the recipe's "largest box" (what max() by area gives).
+            return sorted(boxes, key=lambda b: -b[2] * b[3])
     return []
 
 
