@@ -48,15 +48,13 @@ class RenderSettings:
     ``flow_size``: side (px) r and g are upsampled to before flow estimation (sub-pixel
     motion of a 48² image is lost on its own grid); ``flow_smooth``: Gaussian sigma of the
     flow smoothing, as a fraction of the side; ``residual_blur``: Gaussian sigma of the
-    residual's low-pass, in model pixels (1 model pixel ≈ the generator's own blur);
-    ``max_side``: full-resolution crops larger than this are rendered at this side (bounds
-    time and memory for huge faces).
+    residual's low-pass, in model pixels (1 model pixel ≈ the generator's own blur). Only
+    the final remap runs at the crop's resolution (its cost follows the face's size).
     """
 
     flow_size: int = 128
     flow_smooth: float = 0.02
     residual_blur: float = 1.0
-    max_side: int = 2048
 
     def __post_init__(self) -> None:
         if self.flow_size < 16:
@@ -170,9 +168,9 @@ def render_warp(
     """The edit r → g rendered on the full-resolution crop: motion, then residual.
 
     Shape: crop (N, N, C) uint8 (the photo's aligned crop at its own resolution); recon, edit
-    (S, S, Cm) arrays or (Cm, S, S) tensors in [0, 1] (Cm = C, or 1: a grey model's residual
-    is added to every channel, which keeps an RGB crop's chroma); mask (S, S) in [0, 1] or
-    None → (N, N, C) uint8.
+    (S, S, Cm) arrays or (Cm, S, S) tensors in [0, 1] (Cm = C; or Cm = 1 with C = 3: a grey
+    model's residual is added to every channel, which keeps an RGB crop's chroma; or Cm = 3
+    with C = 1: the residual's luma); mask (S, S) in [0, 1] or None → (N, N, C) uint8.
 
     out = warp(crop, strength · F↑) + strength · blur(g − warp(r, F))↑ · 255, with F the
     masked motion of :func:`estimate_motion` and ↑ bilinear upsampling to N. Pixels where
@@ -202,6 +200,8 @@ def render_warp(
         residual = cv2.GaussianBlur(residual, (0, 0), sigma).reshape(residual.shape)
     if region is not None:
         residual *= region[:, :, None]
+    if crop.shape[2] == 1 and residual.shape[2] == 3:  # a grey photo edited by a colour model
+        residual = (residual @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
     # Bicubic on the photo's pixels: bilinear at sub-pixel offsets halves their
     # high-frequency energy (measured on examples/astronaut.jpg's face: Laplacian variance).
     moved = warp(crop.astype(np.float32), resize_flow(flow, (w, h)) * strength, cv2.INTER_CUBIC)
@@ -240,16 +240,7 @@ def render_photo(
     """
     if hasattr(pre, "photo_crop"):
         crop, handle = pre.photo_crop(context, photo)
-        mask = pre.render_mask()
-        side = crop.shape[0]
-        if side > settings.max_side:  # render a huge face at max_side, paste at its own
-            small = _resize(crop, (settings.max_side,) * 2, cv2.INTER_AREA)
-            edited = render_warp(small, recon, edit, strength, mask, settings)
-            change = edited.astype(np.float32) - small.astype(np.float32)
-            up = _resize(change, (side, side), cv2.INTER_LINEAR)
-            edited = np.clip(np.rint(crop + up), 0, 255).astype(np.uint8)
-        else:
-            edited = render_warp(crop, recon, edit, strength, mask, settings)
+        edited = render_warp(crop, recon, edit, strength, pre.render_mask(), settings)
         return pre.paste_photo_crop(edited, crop, handle, photo)
     channels = int(recon.shape[0])
     crop, _ = _centre_square(photo, channels)

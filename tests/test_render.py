@@ -203,3 +203,56 @@ def test_cli_render_option(tmp_path):
     assert Image.open(out).size == Image.open(face).size
     bad = runner.invoke(build_app(), ["expression", str(face), "--to", "happy", "--render", "x"])
     assert bad.exit_code != 0 and "valid: warp, generate" in bad.output
+
+
+def test_colour_model_on_a_grey_crop_adds_the_residuals_luma():
+    r = np.full((S, S, 3), 0.5, np.float32)
+    g = r + np.array([0.2, 0.0, 0.0], np.float32)  # redder: luma + 0.299 · 0.2
+    crop = np.full((N, N, 1), 100, np.uint8)
+    out = render_warp(crop, r, g)
+    assert out.shape == (N, N, 1)
+    assert abs(int(out[N // 2, N // 2, 0]) - round(100 + 0.299 * 0.2 * 255)) <= 1
+
+
+class _Square:
+    """A preprocessor whose photo crop is the photo itself (photo_crop protocol)."""
+
+    def photo_crop(self, context, photo):  # noqa: ANN001, ANN201
+        return np.asarray(photo), "handle"
+
+    def render_mask(self):  # noqa: ANN201
+        return None
+
+    def paste_photo_crop(self, edited, crop, handle, photo):  # noqa: ANN001, ANN201
+        assert handle == "handle" and crop.shape == edited.shape
+        return Image.fromarray(edited)
+
+
+def test_render_photo_uses_the_preprocessors_photo_crop(crop):
+    r = torch.from_numpy(_pattern(S).transpose(2, 0, 1).copy())
+    g = torch.from_numpy(_pattern(S, 3.0).transpose(2, 0, 1).copy())
+    out = render_photo(_Square(), None, Image.fromarray(crop), r, g, strength=0.5)
+    (dx, _), _ = cv2.phaseCorrelate(
+        crop[64:192, 64:192, 0].astype(np.float32),
+        np.asarray(out)[64:192, 64:192, 0].astype(np.float32),
+    )
+    assert abs(dx - 6.0) < 0.5
+
+
+def test_swap_pose_warp_on_a_grey_and_a_tilted_photo(example_photos):
+    import lordfx
+
+    astronaut, hopper = example_photos
+    editor = lordfx.load("faces")
+    grey = astronaut.convert("L")
+    out = editor.swap_pose(grey, hopper)
+    assert out.mode == "L" and out.size == grey.size
+    np.testing.assert_array_equal(np.asarray(out)[:, :100], np.asarray(grey)[:, :100])
+    tilted = astronaut.rotate(12, resample=Image.Resampling.BICUBIC)
+    _, ctx = editor.pre.to_model(tilted)
+    assert abs(ctx.face.roll_degrees) >= 2  # the rolled path: crop and paste rotate
+    out = editor.swap_pose(tilted, hopper)
+    after, before = np.asarray(out).astype(int), np.asarray(tilted).astype(int)
+    assert out.size == tilted.size
+    np.testing.assert_array_equal(after[:, :100], before[:, :100])
+    assert np.abs(after - before)[60:260, 150:300].mean() > 0.5
