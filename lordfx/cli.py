@@ -34,6 +34,14 @@ class _Group(TyperGroup):
     """Prints every error as one ``lordfx: error: ...`` line with the right exit code."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        from lordfx.imageio import set_max_pixels
+
+        try:
+            return self._main(*args, standalone_mode=standalone_mode, **kwargs)
+        finally:
+            set_max_pixels(None)  # --max-pixels lasts one command (tests run many in-process)
+
+    def _main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.UsageError as exc:

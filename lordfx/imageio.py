@@ -86,7 +86,7 @@ def max_pixels() -> int:
 
 
 def _describe_pixels(n: int) -> str:
-    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n:,} pixels"
+    return f"{n:,} pixels" + (f" ({n / 1e6:g} MP)" if n >= 1_000_000 else "")
 
 
 def _too_large(path: Path, size: tuple[int, int] | None, pixels: int, limit: int) -> InputError:
