@@ -315,14 +315,14 @@ def check_output_path(out: Path, inputs: list[Path]) -> None:
     written: unsupported format, a parent that is not a folder or is not writable, an
     existing folder in its place, or one of the inputs."""
     out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"{out}: is a folder; give an output file name")
     suffix = out.suffix.lower()
     if suffix not in SAVE_FORMATS:
         valid = ", ".join(sorted(SAVE_FORMATS))
         raise UsageError(
             f"{out}: unsupported output format {suffix or '(none)'}; use one of {valid}"
         )
-    if out.is_dir():
-        raise UsageError(f"{out}: is a folder; give an output file name")
     check_writable_dir(out.parent, for_path=out)
     for src in inputs:
         if _same_file(out, src):

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import signal
 import stat
 import struct
+import subprocess
 import sys
 import zlib
 from dataclasses import dataclass
@@ -474,3 +477,239 @@ def test_finding6_face_boxes_are_the_celeba_faces_recipe(shared_data, tmp_path):
         box = _recipe_box(path)
         assert box is not None, f"{path}: the recipe finds no face"
         assert _plugin_box(path) == box, path
+
+
+# -- outputs are checked before any work ----------------------------------------------------
+def _read_only_dir(path: Path) -> str | None:
+    """Make ``path`` unwritable even for root, or say why not (the test is then skipped):
+    permission bits for a normal user; ``chattr +i`` (immutable) for root."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return None
+    chattr = shutil.which("chattr")
+    if chattr and subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode == 0:
+        return None
+    return "running as root, and chattr +i is not available on this filesystem"
+
+
+def _writable_again(path: Path) -> None:
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755)
+
+
+def test_read_only_output_folder_is_a_usage_error_before_the_model(tmp_path, ref, no_model_load):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    reason = _read_only_dir(ro)
+    if reason:
+        pytest.skip(reason)
+    try:
+        src = tmp_path / "in"
+        src.mkdir()
+        shutil.copy(ASTRONAUT, src / "a.jpg")
+        for verb in VERBS:
+            for source, out in ((src / "a.jpg", ro / "o.jpg"), (src, ro / "sub")):
+                result = runner.invoke(build_app(), _args(verb, source, out, ref))
+                _clean(result)
+                assert result.exit_code == 2, result.output
+                assert result.stderr == (
+                    f"lordfx: error: {out}: cannot write there: folder {ro} is not writable\n"
+                )
+        assert not any(ro.iterdir())
+    finally:
+        _writable_again(ro)
+
+
+def test_outputs_that_would_hit_the_inputs_are_usage_errors(tmp_path, ref, no_model_load):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(ASTRONAUT, src / "a.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, src / "sub" / "linked")
+    shutil.copy(ASTRONAUT, elsewhere / "ref.jpg")
+    cases = [
+        (_args("expression", src / "a.jpg", src / "a.jpg", ref), "would overwrite the input"),
+        (_args("swap-pose", src / "a.jpg", ref, ref), "would overwrite the input"),
+        (_args("expression", src, src / "out", ref), "inside the input folder"),
+        (_args("expression", src, src, ref), "inside the input folder"),
+        (_args("expression", src, elsewhere / "out", ref), "inside the input folder"),
+        (_args("expression", src, src / "a.jpg", ref), "must be a folder"),
+        (_args("expression", src / "a.jpg", tmp_path / "o.tif", ref), "unsupported output format"),
+        (_args("expression", src / "a.jpg", tmp_path, ref), "is a folder"),
+        # swap-pose over a folder whose mirrored output would replace REF:
+        (
+            ["swap-pose", str(src), str(tmp_path / "o2" / "a.jpg"), "-o", str(tmp_path / "o2")],
+            "would overwrite the input",
+        ),
+    ]
+    (tmp_path / "o2").mkdir()
+    shutil.copy(ASTRONAUT, tmp_path / "o2" / "a.jpg")
+    before = _fingerprint(tmp_path)
+    for args, words in cases:
+        result = runner.invoke(build_app(), args)
+        _clean(result)
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.stderr.splitlines()) == 1 and words in result.stderr, (
+            args,
+            result.stderr,
+        )
+    assert _fingerprint(tmp_path) == before
+
+
+# -- model files ----------------------------------------------------------------------------
+class _Boom:
+    """Unpickling this would create a marker file: proof that nothing is unpickled."""
+
+    marker: Path
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    import torch
+
+    from lordfx.bundle import save_bundle
+    from lordfx.nets import AmortizedModel, ModelConfig
+
+    torch.manual_seed(0)
+    model = AmortizedModel(ModelConfig(image_size=32, channels=3, width=0.25))
+    return save_bundle(tmp_path / "b", model, {}, class_codes=torch.zeros(2, 256))
+
+
+def _edit_config(bundle: Path, **changes) -> None:  # noqa: ANN003
+    import json
+
+    info = json.loads((bundle / "config.json").read_text())
+    for key, value in changes.items():
+        if key == "architecture" and isinstance(value, dict):  # merged; others replaced
+            info[key] = {**info[key], **value}
+        else:
+            info[key] = value
+    (bundle / "config.json").write_text(json.dumps(info))
+
+
+def _refused(bundle: Path, file: str, words: str) -> None:
+    from lordfx.bundle import load_bundle
+    from lordfx.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        load_bundle(bundle)
+    assert str(err.value.path) == str(bundle / file) and words in err.value.problem, str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_bundle_sha256_mismatch(bundle):
+    data = bytearray((bundle / "model.safetensors").read_bytes())
+    data[-3] ^= 0x55
+    (bundle / "model.safetensors").write_bytes(bytes(data))
+    _refused(bundle, "model.safetensors", "sha256 mismatch")
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_bundle_pickle_renamed_safetensors_is_never_unpickled(bundle, tmp_path, protocol):
+    import pickle
+
+    from lordfx.bundle import sha256
+
+    boom = _Boom()
+    boom.marker = tmp_path / "unpickled"
+    (bundle / "model.safetensors").write_bytes(pickle.dumps({"w": boom}, protocol=protocol))
+    # The attacker also fixed the hash: only the format check stands in the way.
+    _edit_config(bundle, files={"model.safetensors": sha256(bundle / "model.safetensors")})
+    _refused(bundle, "model.safetensors", "a Python pickle")
+    assert not boom.marker.exists()
+
+
+def test_bundle_torch_zip_checkpoint_is_refused(bundle):
+    import torch
+
+    from lordfx.bundle import sha256
+
+    torch.save({"w": torch.zeros(2)}, bundle / "model.safetensors")
+    _edit_config(bundle, files={"model.safetensors": sha256(bundle / "model.safetensors")})
+    _refused(bundle, "model.safetensors", "zip archive")
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"architecture": {"arch": "transformer"}}, "unknown architecture 'transformer'"),
+        ({"architecture": {"depth": 3}}, "unknown model config keys"),
+        ({"architecture": {"width": 4096.0}}, "weights do not match the architecture"),
+        ({"architecture": "paper"}, "'architecture' is missing or not a JSON object"),
+        ({"format_version": 99}, "newer than this lordfx"),
+        ({"format_version": 0}, "unknown bundle format version 0"),
+        ({"format_version": "1"}, "format_version must be an integer"),
+        ({"files": {"../../etc/passwd": "0" * 64}}, "not a file inside the bundle"),
+        ({"files": {}}, "does not list model.safetensors"),
+    ],
+)
+def test_bundle_bad_config_is_one_line_naming_it(bundle, changes, words):
+    _edit_config(bundle, **changes)
+    file = "model.safetensors" if "weights" in words else "config.json"
+    _refused(bundle, file, words)
+
+
+def test_bundle_problem_through_the_cli_is_one_line(bundle, tmp_path, monkeypatch):
+    from lordfx.host import get_host
+
+    _edit_config(bundle, architecture={"arch": "transformer"})
+    dom = get_host().domain("faces")
+    fields = {f: getattr(dom, f) for f in dom.__dataclass_fields__}
+    monkeypatch.setitem(get_host().domains, "faces", type(dom)(**{**fields, "bundle": bundle}))
+    result = runner.invoke(
+        build_app(), ["swap-pose", str(ASTRONAUT), str(HOPPER), "-o", str(tmp_path / "o.jpg")]
+    )
+    _clean(result)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"lordfx: error: {bundle / 'config.json'}: invalid architecture"
+    )
+    assert len(result.stderr.splitlines()) == 1
+
+
+# -- interruption ---------------------------------------------------------------------------
+def _interrupt(args: list[str], sig: int, out: Path) -> subprocess.CompletedProcess:
+    """Run the CLI, send ``sig`` once its first output exists, and wait."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [str(LORDFX), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    first = proc.stdout.readline()  # blocks until the first output is written
+    assert first.strip(), proc.stderr.read()
+    proc.send_signal(sig)
+    rest, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(args, proc.returncode, first + rest, err)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LORDFX.exists(), reason="the lordfx console script is not installed")
+def test_ctrl_c_and_sigterm_leave_no_partial_output_and_resume(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    face = _face()
+    for i in range(40):
+        face.save(src / f"p{i:02d}.jpg", quality=92)
+    out = tmp_path / "out"
+    args = ["expression", str(src), "--to", "happy", "-o", str(out)]
+    for sig, code, name in ((signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")):
+        run = _interrupt(args + ["--skip-existing"], sig, out)
+        assert run.returncode == code, run.stderr
+        assert f"interrupted by {name}" in run.stderr and "Traceback" not in run.stderr
+        assert "written" in run.stderr  # the summary so far
+        assert not list(out.glob(".*.tmp"))
+        for p in out.iterdir():  # every output that exists is complete
+            with Image.open(p) as im:
+                im.load()
+    partial = len(list(out.iterdir()))
+    assert 0 < partial < 40
+    done = subprocess.run(
+        [str(LORDFX), *args, "--skip-existing"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{40 - partial} written, {partial} skipped" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
