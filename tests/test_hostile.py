@@ -592,6 +592,12 @@ def _edit_config(bundle: Path, **changes) -> None:  # noqa: ANN003
     (bundle / "config.json").write_text(json.dumps(info))
 
 
+def _hashes(bundle: Path) -> dict[str, str]:
+    from lordfx.bundle import sha256
+
+    return {p.name: sha256(p) for p in bundle.glob("*.safetensors")}
+
+
 def _refused(bundle: Path, file: str, words: str) -> None:
     from lordfx.bundle import load_bundle
     from lordfx.errors import InputError
@@ -613,13 +619,11 @@ def test_bundle_sha256_mismatch(bundle):
 def test_bundle_pickle_renamed_safetensors_is_never_unpickled(bundle, tmp_path, protocol):
     import pickle
 
-    from lordfx.bundle import sha256
-
     boom = _Boom()
     boom.marker = tmp_path / "unpickled"
     (bundle / "model.safetensors").write_bytes(pickle.dumps({"w": boom}, protocol=protocol))
     # The attacker also fixed the hash: only the format check stands in the way.
-    _edit_config(bundle, files={"model.safetensors": sha256(bundle / "model.safetensors")})
+    _edit_config(bundle, files=_hashes(bundle))
     _refused(bundle, "model.safetensors", "a Python pickle")
     assert not boom.marker.exists()
 
@@ -627,10 +631,8 @@ def test_bundle_pickle_renamed_safetensors_is_never_unpickled(bundle, tmp_path, 
 def test_bundle_torch_zip_checkpoint_is_refused(bundle):
     import torch
 
-    from lordfx.bundle import sha256
-
     torch.save({"w": torch.zeros(2)}, bundle / "model.safetensors")
-    _edit_config(bundle, files={"model.safetensors": sha256(bundle / "model.safetensors")})
+    _edit_config(bundle, files=_hashes(bundle))
     _refused(bundle, "model.safetensors", "zip archive")
 
 
