@@ -301,7 +301,7 @@ def _stretch(arr: np.ndarray) -> np.ndarray:
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if hi <= lo:
         return np.zeros(arr.shape, dtype=np.uint8)
-    return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return np.round((arr - lo) * 255.0 / (hi - lo)).astype(np.uint8)
 
 
 def _to_mode(im: Image.Image, mode: str) -> Image.Image:
