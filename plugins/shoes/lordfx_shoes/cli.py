@@ -30,13 +30,8 @@ def _domain() -> Any:
 def _editor() -> Any:
     import lordfx
 
-    _domain().require_bundle()  # "no trained model yet" before any work
+    _domain().require_bundle()  # "no trained model yet" before the model loads
     return lordfx.load("shoes")
-
-
-def _check_input(path: Path) -> None:
-    if not path.exists():
-        raise InputError(path, "no such file or folder")
 
 
 @app.command("from-edges")
@@ -67,32 +62,35 @@ def from_edges_command(
 ) -> None:
     """A shoe with the shape of EDGES in the style of --style REF or --cluster N (the
     result has EDGES' size; -v prints how a hand-drawn sketch was normalised)."""
-    from lordfx.batch import run_batch
+    from lordfx.batch import check_source, plan_batch, run_plan
 
     chosen = sum(x is not None for x in (style, cluster, variations))
     if chosen != 1:
         raise UsageError("give exactly one of --style REF, --cluster N and --variations N")
-    _check_input(edges)
+    check_source(edges)
     if style is not None and not style.is_file():
         raise InputError(
             style, "no such file" if not style.exists() else "--style must be an image file"
         )
+    if variations is not None:
+        suffix = f"styles{variations}"
+    else:
+        suffix = "shoe" if style is not None else f"style{cluster:02d}"
+    # Outputs are checked (a usage error) before the model is loaded.
+    plan = plan_batch(edges, output, suffix, extra_inputs=(style,) if style is not None else ())
     editor = _editor()
     if variations is not None:
 
         def process(path: Path):  # noqa: ANN202
             return editor.variations(path, variations)
 
-        suffix = f"styles{variations}"
     else:
         code = editor.style_code(style) if style is not None else editor.cluster_code(cluster)
 
         def process(path: Path):  # noqa: ANN202
             return editor.from_edges(path, style=code)
 
-        suffix = "shoe" if style is not None else f"style{cluster:02d}"
-    extra = (style,) if style is not None else ()
-    report = run_batch(edges, output, process, suffix, skip_existing, extra_inputs=extra)
+    report = run_plan(plan, process, skip_existing)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
@@ -111,11 +109,11 @@ def to_edges_command(
     ),
 ) -> None:
     """The edge map of a shoe photo: its shape rendered with the edge class's code."""
-    from lordfx.batch import run_batch
+    from lordfx.batch import check_source, plan_batch, run_plan
 
-    _check_input(photo)
-    editor = _editor()
-    report = run_batch(photo, output, editor.to_edges, "edges", skip_existing)
+    check_source(photo)
+    plan = plan_batch(photo, output, "edges")
+    report = run_plan(plan, _editor().to_edges, skip_existing)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
