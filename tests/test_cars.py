@@ -113,6 +113,24 @@ def test_bundle_view_bank_is_the_mean_stage1_code_per_view(run):
         rows = np.flatnonzero((labels[:, 0] == a) & (labels[:, 1] == e))
         assert torch.allclose(bank["codes"][k], codes[rows].mean(0), atol=1e-6)
         assert torch.allclose(bank["locate_codes"][k], located[rows].mean(0), atol=1e-5)
+    assert bank["locate_whiten"].shape == (16, 16)
+
+
+def test_whitening_makes_the_within_view_covariance_isotropic():
+    from lordfx_trainer.view_bank import mean_codes, whitening
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 500)[:, None]
+    mix = torch.from_numpy(rng.normal(size=(3, 3)))  # correlated, unequal within-view spread
+    codes = (
+        torch.from_numpy(rng.normal(size=(2000, 3))) @ mix + torch.arange(4.0)[labels[:, 0], None]
+    )
+    p = whitening(codes.float(), labels, mean_codes(codes.float(), labels)).double()
+    means = mean_codes(codes.float(), labels)["codes"].double()[labels[:, 0]]
+    resid = codes - means
+    cov = p @ (resid.T @ resid / (2000 - 4)) @ p.T
+    assert torch.allclose(cov / cov[0, 0], torch.eye(3, dtype=torch.float64), atol=1e-4)
+    assert float(p.norm(dim=1).max()) == pytest.approx(1.0, abs=1e-6)  # rows scaled to max 1
 
 
 def test_ship_carries_the_view_bank_in_fp16(run):
@@ -267,7 +285,10 @@ def test_where_agrees_with_the_eval_and_api(cars_model, run, tmp_path):
     bank = bundle.extras["view_bank.safetensors"]
     x = torch.from_numpy(np.array(Image.open(car))).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        k = int(nearest_views(bundle.model.encode_content(x), bank["locate_codes"])[0])
+        found = nearest_views(
+            bundle.model.encode_content(x), bank["locate_codes"], bank["locate_whiten"]
+        )
+        k = int(found[0])
     a, e = bank["labels"][k].tolist()
     assert (row["azimuth_index"], row["elevation_index"]) == (a, e)
     assert (row["azimuth"], row["elevation"]) == (15 * a, 6 * e)

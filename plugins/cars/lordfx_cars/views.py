@@ -8,6 +8,9 @@ bundle) stores the mean stage-1 content code of the training images at each view
     codes         (K, content_dim) float   what view k is rendered from (mean stage-1 code)
     locate_codes  (K, content_dim) float   optional: what "where" compares E_c(x) with
                                            (mean E_c of the training images at view k)
+    locate_whiten (D, D) float             optional: P, both are mapped by x → P·x
+                                           first (P·S·Pᵀ ∝ I for S the within-view
+                                           covariance of E_c: LDA)
     labels  (K, 2) int64             (azimuth index, elevation index) of view k
     counts  (K,) int64               training images averaged into view k
 
@@ -67,6 +70,7 @@ class ViewBank:
         azimuths: list[float],
         elevations: list[float],
         locate_codes: torch.Tensor | None = None,
+        locate_whiten: torch.Tensor | None = None,
     ) -> None:
         if codes.ndim != 2 or labels.shape != (codes.shape[0], 2):
             raise LordfxError(
@@ -79,6 +83,7 @@ class ViewBank:
             raise LordfxError("view bank: locate_codes and codes differ in shape")
         self.codes, self.labels = codes, labels.long()
         self.locate_codes = codes if locate_codes is None else locate_codes
+        self.locate_whiten = locate_whiten
         self.azimuths, self.elevations = list(azimuths), list(elevations)
         self.views = [
             View(k, self.azimuths[a], self.elevations[e], a, e)
@@ -107,6 +112,7 @@ class ViewBank:
             values["azimuth"],
             values["elevation"],
             tensors.get("locate_codes"),
+            tensors.get("locate_whiten"),
         )
 
     def __len__(self) -> int:
@@ -139,13 +145,16 @@ class ViewBank:
         )
 
     def locate(self, content_codes: torch.Tensor) -> list[View]:
-        """The view whose locate code is nearest (Euclidean) to each content code E_c(x):
-        what the model reads.
+        """The view whose locate code is nearest to each content code E_c(x) (Euclidean,
+        after ``locate_whiten`` when the bank has it): what the model reads.
 
         Shape: content_codes (N, content_dim) → N views.
         """
-        bank = self.locate_codes.to(content_codes.device).float()
-        dist = torch.cdist(content_codes.float(), bank)
+        x, bank = content_codes.float(), self.locate_codes.to(content_codes.device).float()
+        if self.locate_whiten is not None:
+            w = self.locate_whiten.to(x.device).float()
+            x, bank = x @ w.T, bank @ w.T
+        dist = torch.cdist(x, bank)
         return [self.views[int(k)] for k in dist.argmin(dim=1)]
 
     def ring(self, elevation_index: int, start_azimuth_index: int = 0) -> list[View]:

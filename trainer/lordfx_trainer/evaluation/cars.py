@@ -40,9 +40,10 @@ class CarsEvalSettings:
     batch_size: int = 128
 
 
-def read_bank(bundle: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """codes (K, D) (rendered from), locate codes (K, D) (``where`` compares E_c with; the
-    codes when the bank has none), labels (K, 2) (azimuth index, elevation index), config."""
+def read_bank(bundle: Any) -> tuple[torch.Tensor, tuple, torch.Tensor, dict[str, Any]]:
+    """codes (K, D) (rendered from); (locate codes (K, D), whitening (D, D) or None): what
+    ``where`` compares E_c with (the codes when the bank has none); labels (K, 2)
+    (azimuth index, elevation index); the config entry."""
     info, tensors = bundle.info.get("view_bank"), bundle.extras.get(BANK_FILE)
     if info is None or tensors is None:
         raise LordfxError(f"{bundle.path}: no view bank; add one with `lordfx view-bank RUN_DIR`")
@@ -50,16 +51,23 @@ def read_bank(bundle: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, di
         raise LordfxError(
             f"{bundle.path}: view bank factors {info['factors']}, need azimuth/elevation"
         )
-    locate = tensors.get("locate_codes", tensors["codes"])
+    locate = (tensors.get("locate_codes", tensors["codes"]), tensors.get("locate_whiten"))
     return tensors["codes"], locate, tensors["labels"].long(), info
 
 
-def nearest_views(content: torch.Tensor, bank_codes: torch.Tensor) -> torch.Tensor:
-    """Index of the bank entry nearest (Euclidean) to each code: what ``where`` reports.
+def nearest_views(
+    content: torch.Tensor, bank_codes: torch.Tensor, whiten: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Index of the bank entry nearest to each code (Euclidean, after multiplying both by
+    ``whiten`` when given): what ``where`` reports.
 
-    Shape: (N, D), (K, D) → (N,) int64.
+    Shape: (N, D), (K, D), (D, D) → (N,) int64.
     """
-    return torch.cdist(content.float(), bank_codes.to(content.device).float()).argmin(dim=1)
+    x, bank = content.float(), bank_codes.to(content.device).float()
+    if whiten is not None:
+        w = whiten.to(x.device).float()
+        x, bank = x @ w.T, bank @ w.T
+    return torch.cdist(x, bank).argmin(dim=1)
 
 
 def where_accuracy(found: np.ndarray, truth: np.ndarray, num_azimuths: int) -> dict[str, float]:
@@ -141,7 +149,7 @@ def evaluate_cars(
     model, bs = bundle.model, settings.batch_size
     images = to_float(heldout.images, run.device)
     codes = encoder_codes(model, images, bs)
-    found = bank_labels[nearest_views(codes.content_codes, locate_codes)].cpu().numpy()
+    found = bank_labels[nearest_views(codes.content_codes, *locate_codes)].cpu().numpy()
     num_az = len(info["values"]["azimuth"])
     where = where_accuracy(found, heldout.content_labels, num_az)
     where["chance_exact"] = 1.0 / len(bank_labels)
@@ -177,7 +185,8 @@ def evaluate_cars(
         "run": str(run.dir),
         "bundle": str(bundle.path),
         "view_bank": {
-            k: info.get(k) for k in ("source", "locate_source", "num_views", "num_images")
+            k: info.get(k)
+            for k in ("source", "locate_source", "locate_metric", "num_views", "num_images")
         },
         "heldout": {"cars": heldout.num_classes, "images": heldout.num_images},
         "settings": settings.__dict__,
@@ -198,7 +207,7 @@ def turntable_figures(
     heldout: Any,
     images: torch.Tensor,
     codes: Any,
-    bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    bank: tuple[torch.Tensor, tuple, torch.Tensor],
     model: Any,
     out_dir: Path,
     num: int,
@@ -219,7 +228,8 @@ def turntable_figures(
     for car in rng.permutation(heldout.num_classes)[:num]:
         members = np.flatnonzero(heldout.class_ids == car)
         i = int(rng.choice(members))
-        (a, e), k = labels[i], int(nearest_views(codes.content_codes[i : i + 1], locate_codes)[0])
+        k = int(nearest_views(codes.content_codes[i : i + 1], *locate_codes)[0])
+        a, e = labels[i]
         fa, fe = bank_labels[k].tolist()
         real = [members[(labels[members, 0] == (a + s) % num_az) & (labels[members, 1] == e)]
                 for s in range(num_az)]  # fmt: skip
