@@ -218,6 +218,8 @@ def test_view_on_a_folder_reports_bad_files(cars_model, run, tmp_path):
     assert result.exit_code == 1
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
     assert "notes.txt" in result.stderr and "1 failed" in result.stderr
+    bad = _cli("cars", "view", str(folder / "a.png"), "-a", "0", "-e", "0", "-o", "x.xyz")
+    assert bad.exit_code == 2 and "x.xyz" in bad.stderr  # refused before any work
 
 
 def test_turntable_gif_has_every_azimuth_from_the_own_view(cars_model, run, tmp_path):

@@ -59,12 +59,15 @@ def view_command(
         False, "--skip-existing", help="Batch: keep existing outputs."
     ),
 ) -> None:
-    from lordfx.batch import run_batch
+    from lordfx.batch import check_source, plan_batch, run_plan
+    from lordfx.host import get_host
+    from lordfx_cars.views import ViewBank
 
-    if not image.exists():
-        raise InputError(image, "no such file or folder")
-    editor = _editor()
-    chosen, rounded = editor.views.nearest(azimuth, elevation)
+    check_source(image)  # names the file (and a broken symbolic link)
+    # The view and every output are decided before the model loads (bank file only).
+    chosen, rounded = ViewBank.from_dir(get_host().domain("cars").require_bundle()).nearest(
+        azimuth, elevation
+    )
     if rounded:
         typer.echo(
             f"lordfx: note: no view at azimuth {azimuth:g}°, elevation {elevation:g}°; "
@@ -72,11 +75,13 @@ def view_command(
             err=True,
         )
 
+    plan = plan_batch(image, output, f"az{chosen.azimuth:g}_el{chosen.elevation:g}")
+    editor = _editor()
+
     def process(path: Path):  # noqa: ANN202
         return editor.render_views(path, [chosen], size)[0]
 
-    suffix = f"az{chosen.azimuth:g}_el{chosen.elevation:g}"
-    report = run_batch(image, output, process, suffix, skip_existing)
+    report = run_plan(plan, process, skip_existing)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 

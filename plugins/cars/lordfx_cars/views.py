@@ -22,6 +22,7 @@ G(codes[k], E_y(x)) (paper Eq. 9 with a bank code in place of E_c of a second im
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,26 +94,42 @@ class ViewBank:
     @classmethod
     def from_bundle(cls, bundle: Any) -> ViewBank:
         """The bank of a loaded :class:`lordfx.bundle.Bundle`, or an error saying how to add one."""
-        info = bundle.info.get("view_bank")
-        tensors = bundle.extras.get(VIEW_BANK_FILE)
-        if info is None or tensors is None:
+        return cls._from(bundle.path, bundle.info, bundle.extras.get(VIEW_BANK_FILE))
+
+    @classmethod
+    def from_dir(cls, path: Path) -> ViewBank:
+        """The bank of the bundle directory ``path`` from its config.json and view bank file
+        alone (no model weights: cheap, for checking a request before the model loads; the
+        sha256 is verified when :func:`lordfx.bundle.load_bundle` loads the bundle)."""
+        from safetensors.torch import load_file
+
+        from lordfx.bundle import read_bundle_config
+
+        info = read_bundle_config(path)
+        listed = VIEW_BANK_FILE in info.get("files", {}) and (path / VIEW_BANK_FILE).is_file()
+        return cls._from(path, info, load_file(str(path / VIEW_BANK_FILE)) if listed else None)
+
+    @classmethod
+    def _from(cls, path: Any, info: dict[str, Any], tensors: dict | None) -> ViewBank:
+        bank = info.get("view_bank")
+        if bank is None or tensors is None:
             raise LordfxError(
-                f"{bundle.path}: this cars model has no view bank; add one with "
+                f"{path}: this cars model has no view bank; add one with "
                 "`lordfx view-bank RUN_DIR` (then `lordfx ship` again)"
             )
-        factors = tuple(info.get("factors", ()))
+        factors = tuple(bank.get("factors", ()))
         if factors != FACTORS:
             raise LordfxError(
-                f"{bundle.path}: view bank factors are {factors}, the cars plugin needs {FACTORS}"
+                f"{path}: view bank factors are {factors}, the cars plugin needs {FACTORS}"
             )
-        values = info["values"]
+        values = bank["values"]
         return cls(
-            tensors["codes"],
+            tensors["codes"].float(),
             tensors["labels"],
             values["azimuth"],
             values["elevation"],
-            tensors.get("locate_codes"),
-            tensors.get("locate_whiten"),
+            tensors["locate_codes"].float() if "locate_codes" in tensors else None,
+            tensors["locate_whiten"].float() if "locate_whiten" in tensors else None,
         )
 
     def __len__(self) -> int:
