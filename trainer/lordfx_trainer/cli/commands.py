@@ -111,8 +111,13 @@ def bench_command(
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Override the preset's batch."
     ),
-    precision: str | None = typer.Option(None, "--precision", help="fp32 or bf16."),
-    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last"),
+    precision: str | None = typer.Option(
+        None, "--precision", help="auto (default: decided per machine), fp32 or bf16."
+    ),
+    channels_last: bool | None = typer.Option(
+        None, "--channels-last/--no-channels-last", help="Force a memory format (default: auto)."
+    ),
+    arch: str | None = typer.Option(None, "--arch", help="paper or tapered (default: preset)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or auto."),
     steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per measurement (median)."),
     plain: bool = typer.Option(
@@ -141,7 +146,10 @@ def bench_command(
         resolve_config(preset, {}),
         batch_size=batch_size,
         precision=precision,
-        channels_last=channels_last,
+        memory_format=None
+        if channels_last is None
+        else ("channels_last" if channels_last else "contiguous"),
+        arch=arch,
         device=device,
     )
     result = bench(
@@ -181,3 +189,24 @@ def ship_command(
     )
     size = sum(f.stat().st_size for f in out.iterdir())
     typer.echo(f"{out} ({size / 1e6:.2f} MB, fp16)")
+
+
+def bench_edit_command(
+    photo: Path = typer.Argument(..., help="The photo to edit (FACE)."),
+    ref: Path = typer.Argument(..., help="The reference whose content is taken (REF)."),
+    domain: str = typer.Option("faces", "--domain", help="An installed domain with a model."),
+    render: str = typer.Option("warp", "--render", help="warp or generate."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed edits (median)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Time one warm swap-pose edit of PHOTO, split into read/detect/align/encode/generate/render."""
+    from lordfx.render import check_render
+    from lordfx_trainer.bench_edit import bench_edit, format_edit_report
+
+    for path in (photo, ref):
+        if not path.is_file():
+            from lordfx.errors import InputError
+
+            raise InputError(path, "no such file")
+    result = bench_edit(domain, photo, ref, check_render(render), repeats)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_edit_report(result))

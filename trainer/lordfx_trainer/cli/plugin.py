@@ -21,6 +21,7 @@ def register_commands(app: typer.Typer) -> None:
     app.command("train")(commands.train_command)
     app.command("weights")(commands.weights_command)
     app.command("bench")(commands.bench_command)
+    app.command("bench-edit")(commands.bench_edit_command)
     app.command("ship")(commands.ship_command)
     app.command("export-data")(export_cli.export_data_command)
     app.command("export-weights")(export_cli.export_weights_command)
