@@ -3,7 +3,9 @@
 MP4 is written with OpenCV's bundled FFmpeg and the ``mp4v`` codec (MPEG-4 Part 2): it
 works offline with opencv-python-headless, plays in VLC, mpv, QuickTime and ffmpeg-based
 players, but not in most web browsers (they need H.264, which the pip wheels cannot encode
-here: ``avc1`` fails to open). Use GIF for the web.
+here: ``avc1`` fails to open). Use GIF for the web. Pillow merges a GIF frame identical to
+the one before it into that frame's duration, so a model that draws two neighbouring views
+alike gives fewer GIF frames over the same total time; MP4 keeps every frame.
 """
 
 from __future__ import annotations
