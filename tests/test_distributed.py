@@ -18,8 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from lordfx_trainer.distributed import Shard, ShardedEmbedding, _check_devices, wanted
-from lordfx_trainer.train import resolve_config, start_run
+import torch.distributed as dist
+from lordfx_trainer.distributed import (
+    DistributedRun,
+    Shard,
+    ShardedEmbedding,
+    _check_devices,
+    _free_port,
+    wanted,
+)
+from lordfx_trainer.steps import latent_step
+from lordfx_trainer.train import prepare_data, resolve_config, start_run
 from safetensors.torch import load_file
 
 from lordfx.errors import UsageError
@@ -90,6 +99,47 @@ def test_nproc_errors(monkeypatch, tmp_path):
             _check_devices(cfg, 64)
 
 
+@pytest.fixture
+def one_process_group():
+    """A gloo group of one process, enough to run one rank's step in this process."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
+
+
+def test_rank_step_weights_its_share_and_steps_without_images(one_process_group, tmp_path):
+    cfg = resolve_config(str(TINY), {})
+    train, heldout = prepare_data(cfg, None)
+    run = DistributedRun(cfg, tmp_path, train, heldout, Shard(1, 2, train.num_images))
+    spec, model = run.spec, run.latent  # this process plays rank 1 of 2: the odd images
+    assert isinstance(model.content_embedding, ShardedEmbedding)
+    assert model.content_embedding.weight.shape == (48, 16)
+
+    ids = torch.arange(16)  # a global batch: half of it is ours
+    replay = torch.Generator().set_state(run.noise.get_state())
+    noise = torch.randn((16, 16), generator=replay)  # the whole batch's draw
+    got = spec.step(run.data.batch(ids))["loss"]
+    odd = run.data.batch(ids[1::2])
+    odd.noise = noise[1::2]
+    want = latent_step(model, odd, run.loss_fn, 1.0, cfg.content_decay, "clean")["loss"]
+    assert torch.allclose(got, 0.5 * want)
+    assert torch.equal(run.noise.get_state(), replay.get_state())
+
+    before = [p.detach().clone() for p in model.parameters()]
+    state = run.noise.get_state()
+    losses = spec.step(run.data.batch(torch.arange(0, 32, 2)))  # none of these is ours
+    assert set(losses) == {"loss"} and losses["loss"].item() == 0
+    assert not torch.equal(run.noise.get_state(), state)  # the noise was drawn all the same
+    spec.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    spec.optimizer.step()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(len(spec.optimizer.state[p]) > 0 for p in model.parameters())  # Adam stepped
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process(two_procs, tmp_path):
     """(a) Global batch 16 on 2 ranks vs 1 process: the same losses within tolerance.
@@ -152,6 +202,7 @@ def test_killed_rank_stops_the_job_and_resume_matches(two_procs, tmp_path):
     message = [line for line in err.splitlines() if line.startswith("lordfx: error:")][-1]
     assert f"rank 1 (pid {rank1}) was killed by signal SIGKILL" in message
     assert f"continue with `lordfx train --resume {run} --nproc 2`" in message
+    assert "Traceback" not in err  # rank 0 either says it lost rank 1 or is stopped quietly
     ckpt = torch.load(state, weights_only=True)  # whole, in the one-process format
     assert ckpt["distributed"]["world_size"] == 2
     step = ckpt["state"]["global_step"]

@@ -445,11 +445,21 @@ def worker(run_dir: Path, new: tuple[TrainConfig, Path | None] | None = None) ->
         bundle = run.fit()
         dist.barrier()  # rank 0 has written everything
         return bundle
-    except dist.DistError as exc:
+    except RuntimeError as exc:  # gloo reports a dead peer as a plain RuntimeError
+        if not _lost_peer(exc):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LordfxError(f"rank {rank}: lost contact with the other ranks ({first})") from None
     finally:
         dist.destroy_process_group()
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """Whether a collective failed because another rank went away (not a bug of ours)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("Connection closed by peer", "Connection reset", "gloo/"))
 
 
 def _free_port() -> int:
@@ -466,6 +476,8 @@ def launch(run_dir: Path, nproc: int) -> Path | None:
     """
     from lordfx_trainer.run import read_run_config
 
+    cfg, extra = read_run_config(run_dir)
+    Shard(0, nproc, (extra.get("train") or {}).get("num_images", nproc))  # enough images?
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
     env = {
         **os.environ,
@@ -503,7 +515,6 @@ def launch(run_dir: Path, nproc: int) -> Path | None:
             f"{run_dir}: rank {rank} (pid {procs[rank].pid}) {how}; "
             f"stopped the other ranks; {saved}"
         )
-    cfg = read_run_config(run_dir)[0]
     return run_dir / "bundle" if cfg.amortized_epochs > 0 else None
 
 
