@@ -268,7 +268,11 @@ def run_plan(
             report.skipped.append(dst)
             log.info("%s: exists, skipped (--skip-existing)", dst)
             return report
-        write_image_atomic(process(src), dst)
+        try:
+            with _sigterm_raises():
+                write_image_atomic(process(src), dst)
+        except _Terminated:
+            raise Interrupted("interrupted by SIGTERM; no partial output was left", 143) from None
         report.written.append(dst)
         print(dst, file=sys.stdout, flush=True)
         return report

@@ -363,10 +363,10 @@ def test_finding5_pillow_bomb_warning_never_reaches_the_terminal(tmp_path, monke
 
     # A 500×500 photo is over a lowered Pillow threshold (200,000) but under 2× it: Pillow
     # would warn, as it does for a real 12,000 × 12,000 photo at its default threshold.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)
     path = tmp_path / "big.jpg"
     with Image.open(ASTRONAUT) as im:
         im.convert("RGB").resize((500, 500)).save(path, quality=92)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ok = runner.invoke(
