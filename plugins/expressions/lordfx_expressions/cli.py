@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from lordfx.errors import InputError, UsageError
+from lordfx.errors import UsageError
 
 
 def expression_command(
