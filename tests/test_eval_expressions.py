@@ -7,6 +7,7 @@ tiny random-weight model, a Yale-shaped folder of GIFs without extension.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,9 @@ def app():
 
 
 def test_cli_writes_all_keys_and_reuses_the_classifier(fer_run, app, tmp_path, monkeypatch):
-    monkeypatch.setattr(expr_yale, "default_preprocessor", lambda size: ResizePreprocessor(size, 1))
+    monkeypatch.setattr(
+        expr_yale, "default_preprocessor", lambda size, channels=None: ResizePreprocessor(size, 1)
+    )
     yale = _fake_yale(tmp_path / "yale")
     args = ["eval-expressions", str(fer_run), "--classifier-epochs", "1", "--max-test", "14"]
     result = runner.invoke(app, [*args, "--yale", str(yale)])
@@ -258,3 +261,65 @@ def test_bad_run_dir_is_a_one_line_error(app, tmp_path):
     )
     bad = runner.invoke(app, ["eval-expressions", str(tmp_path), "--max-test", "0"])
     assert bad.exit_code == 2 and "--max-test" in bad.stderr
+
+
+# -- a posed (taiwanese-shaped) run: performers held out, identity, photo sheet -------------
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"
+POSED_BOX = (113, 37, 419, 343)  # the database's framing of examples/grace_hopper.jpg
+
+
+@pytest.fixture(scope="module")
+def posed_run(tmp_path_factory) -> Path:
+    from lordfx_trainer.train import resolve_config, start_run
+
+    root = tmp_path_factory.mktemp("posed")
+    images = root / "tw" / "images"
+    images.mkdir(parents=True)
+    base = Image.open(EXAMPLE).convert("RGB").crop(POSED_BOX).resize((128, 128))
+    rng = np.random.default_rng(0)
+    for performer in ("01", "02", "03"):
+        for letter in "abcdefg":  # a different tint per photo
+            tint = rng.integers(-25, 25, 3)
+            pixels = np.clip(np.asarray(base, np.int16) + tint, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(images / f"{performer}11{letter}01.jpg")
+    overrides = {
+        "dataset": "taiwanese",
+        "num_heldout_classes": 0,
+        "heldout_group": "performer",
+        "num_heldout_groups": 1,
+        "latent_epochs": 1,
+        "amortized_epochs": 1,
+    }
+    old = os.environ.get("LORDFX_CACHE")
+    os.environ["LORDFX_CACHE"] = str(root / "cache")
+    try:
+        start_run(resolve_config(str(TINY), overrides), root / "run", root / "tw")
+        yield root / "run"
+    finally:
+        if old is None:
+            os.environ.pop("LORDFX_CACHE", None)
+        else:
+            os.environ["LORDFX_CACHE"] = old
+
+
+def test_posed_run_holds_out_performers_and_reports_identity(posed_run, app):
+    args = ["eval-expressions", str(posed_run), "--classifier-epochs", "1", "--max-test", "7"]
+    result = runner.invoke(app, [*args, "--photo", str(EXAMPLE)])
+    assert result.exit_code == 0, result.stderr
+    assert "real held-out performers" in result.stdout
+    data = json.loads((posed_run / "eval_expressions.json").read_text())
+    held = data["real_test"]["data"]["split"]
+    assert held["kind"] == "groups" and len(held["heldout_groups"]) == 1
+    assert data["real_test"]["n"] == 7  # the held-out performer's seven photos
+    assert data["classifier"]["data"]["heldout_groups"] == held["heldout_groups"]
+    assert data["classifier"]["num_train"] + data["classifier"]["num_val"] == 14
+    assert data["translation"]["strength_1"]["n_images"] == 7
+    ident = data["identity"]
+    if "skipped" not in ident:  # dlib is an optional extra
+        assert set(ident["per_target"]) == set(EXPRESSIONS)
+        assert ident["overall"]["n"] == 49 and ident["threshold"] == 0.6
+        assert ident["reference_same_person_real"]["n_pairs"] == 7
+    sheet = posed_run / data["figures"]["photo_sheet"]
+    with Image.open(sheet) as im:  # one photo × two renders, input + 7 targets
+        assert im.size == (8 * 132 + 4, 2 * 132 + 4)
+    assert [r["render"] for r in data["photos"]["rows"]] == ["warp", "generate"]

@@ -8,11 +8,12 @@ ellipse and the colour handling differ, and both follow the bundle's channels:
   ``POSED_FRAMING``, pasted back in RGB through ``POSED_ELLIPSE``;
 - grey (``channels=1``, FER2013): the luma crop at ``FER_FRAMING``, edited in luminance only.
 
-For a grey model and a colour photo only the luminance is edited: the model sees the aligned luma crop Y (ITU-R 601, the weights
-FER2013's grey and PIL's ``"L"`` use), the generated luma is pasted into the photo's Y
-channel, and the change ΔY is added equally to R, G and B. In YCbCr, Cb and Cr are weighted
-sums of R, G, B whose weights sum to 0, so adding ΔY to all three keeps the photo's chroma
-exactly (up to clipping at 0/255). Pixels outside the paste mask are byte-identical.
+For a grey model and a colour photo only the luminance is edited: the model sees the aligned
+luma crop Y (ITU-R 601, the weights FER2013's grey and PIL's ``"L"`` use), the generated luma
+is pasted into the photo's Y channel, and the change ΔY is added equally to R, G and B. In
+YCbCr, Cb and Cr are weighted sums of R, G, B whose weights sum to 0, so adding ΔY to all
+three keeps the photo's chroma exactly (up to clipping at 0/255). Pixels outside the paste
+mask are byte-identical.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """``lordfx eval-expressions``: expression translation judged by a classifier trained on real
-FER2013 images (the paper's RaFD protocol). Heavy imports inside the function."""
+images (the paper's RaFD protocol): FER2013 runs, and posed (taiwanese) runs with performers
+held out. Heavy imports inside the function."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ import typer
 
 
 def eval_expressions_command(
-    run_dir: Path = typer.Argument(..., help="A fer2013 run directory with a bundle/."),
-    classifier_epochs: int = typer.Option(
-        8, "--classifier-epochs", help="Epochs of the judge CNN (cached in RUN_DIR/eval/)."
+    run_dir: Path = typer.Argument(
+        ..., help="A fer2013 or taiwanese run directory with a bundle/."
+    ),
+    classifier_epochs: int | None = typer.Option(
+        None,
+        "--classifier-epochs",
+        help="Epochs of the judge CNN (cached in RUN_DIR/eval/) [default: 8 fer2013, "
+        "40 taiwanese].",
     ),
     max_test: int = typer.Option(
         1000, "--max-test", help="Held-out test images to translate (seeded, class-stratified)."
@@ -21,11 +27,21 @@ def eval_expressions_command(
     yale: Path | None = typer.Option(
         None, "--yale", help="Yale Face Database folder (subjectNN.<condition> files)."
     ),
+    photos: list[Path] | None = typer.Option(
+        None,
+        "--photo",
+        help="Photo or folder to edit into every expression (repeatable): a contact sheet "
+        "RUN_DIR/eval/expressions_photos.png through the plugin's preprocessing.",
+    ),
+    identity: bool = typer.Option(
+        True, "--identity/--no-identity", help="dlib identity kept (taiwanese runs)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
 ) -> None:
-    """Translate held-out FER2013 test images (and Yale faces) to every expression and ask a
-    CNN trained on real images whether each result shows it; plus the classifier's own
-    accuracy, reconstruction and copy-input baselines, and y←c leakage, all beside chance.
+    """Translate held-out images (FER2013 test, or the held-out performers of a taiwanese
+    run; and Yale faces) to every expression and ask a CNN trained on real images whether
+    each result shows it; plus the classifier's own accuracy, reconstruction and copy-input
+    baselines, y←c leakage, all beside chance, and (taiwanese) dlib identity kept.
 
     Writes RUN_DIR/eval_expressions.json and RUN_DIR/eval/expressions_grid.png; prints a
     markdown summary.
@@ -38,13 +54,15 @@ def eval_expressions_command(
     )
     from lordfx_trainer.evaluation.expr_summary import summary_markdown
 
-    if classifier_epochs < 1 or max_test < 1:
+    if (classifier_epochs is not None and classifier_epochs < 1) or max_test < 1:
         raise UsageError("--classifier-epochs and --max-test must be >= 1")
     settings = ExpressionEvalSettings(
         classifier_epochs=classifier_epochs,
         max_test=max_test,
         seed=seed,
         yale=str(yale) if yale is not None else None,
+        photos=tuple(str(p) for p in photos or ()),
+        identity=identity,
     )
     result = evaluate_expressions(run_dir, settings)
     typer.echo(f"wrote {Path(run_dir) / RESULT_FILE}", err=True)

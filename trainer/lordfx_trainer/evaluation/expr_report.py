@@ -1,5 +1,14 @@
-"""``lordfx eval-expressions RUN_DIR``: the RaFD-style protocol on a FER2013 run, written to
-RUN_DIR/eval_expressions.json with grids in RUN_DIR/eval/.
+"""``lordfx eval-expressions RUN_DIR``: the RaFD-style protocol on an expressions run, written
+to RUN_DIR/eval_expressions.json with grids in RUN_DIR/eval/.
+
+Two kinds of run:
+
+- ``fer2013``: the judge trains on FER2013's whole de-duplicated train split; "real test" and
+  the translated images are FER2013's test split (people never seen, one photo each).
+- ``taiwanese`` (posed, performers held out with ``heldout_group = "performer"``): the judge
+  trains only on real photos of the run's training performers; "real test" and the
+  translated images are all photos of the held-out performers, and ``identity`` says how
+  often dlib still calls each translation the input's person (:mod:`.expr_identity`).
 
 eval_expressions.json:
     format, format_version, run, args   "lordfx-eval-expressions", 1, the run, the settings
@@ -17,7 +26,12 @@ eval_expressions.json:
                                 {accuracy, chance (majority), num_train, num_test}),
                                 chance_uniform | {skipped}; heldout_test_class_code: the
                                 same probes on E_y(x), a positive control (not leakage)
+    identity                    taiwanese runs: dlib descriptor output↔input at strength 1,
+                                share under 0.6 per target and overall, with same-person and
+                                other-person references on the real photos | {skipped}
     yale                        see :mod:`.expr_yale` | {skipped}
+    photos                      edits of --photo files (the plugin's preprocessing and
+                                render) as a contact sheet figure | {skipped}
     figures, elapsed_s
 """
 
@@ -63,17 +77,24 @@ FORMAT, FORMAT_VERSION = "lordfx-eval-expressions", 1
 RESULT_FILE = "eval_expressions.json"
 FIGURE_DIR = "eval"
 MakePreprocessor = Callable[[int], Any]  # image_size → object with .to_model(PIL)
+DATASETS = ("fer2013", "taiwanese")
+#: Judge epochs when not given: FER2013 has ~27k training images, the posed runs ~1,000.
+DEFAULT_CLASSIFIER_EPOCHS = {"fer2013": 8, "taiwanese": 25}
+#: The judge sees at most this resolution (average-pooled down from the run's size).
+CLASSIFIER_MAX_SIZE = 32
 
 
 @dataclass(frozen=True)
 class ExpressionEvalSettings:
     """What ``lordfx eval-expressions`` computes; recorded as ``args`` in the JSON."""
 
-    classifier_epochs: int = 8
+    classifier_epochs: int | None = None  # None: DEFAULT_CLASSIFIER_EPOCHS of the dataset
     classifier_width: int = 16
     max_test: int = 1000
     seed: int = 0
     yale: str | None = None
+    photos: tuple[str, ...] = ()
+    identity: bool = True
     strengths: tuple[float, ...] = (1.0, 0.5)
     batch_size: int = 256
     grid_rows: int = 8
@@ -83,6 +104,7 @@ class ExpressionEvalSettings:
         return {
             **asdict(self),
             "strengths": list(self.strengths),
+            "photos": list(self.photos),
             "probes": settings_dict(self.probes),
         }
 
@@ -98,15 +120,46 @@ class _Inputs:
     root: Path
     target_labels: list[int]
     _train: Any = None
+    _test: Any = None
+
+    @property
+    def posed(self) -> bool:
+        return self.cfg.dataset == "taiwanese"
 
     def train(self) -> Any:
-        """FER2013's whole de-duplicated train split at the run's size (read once)."""
+        """The judge's training images at the run's size (read once): FER2013's whole
+        de-duplicated train split, or the run's own training performers."""
         from lordfx_trainer.data import load_dataset
 
         if self._train is None:
             cfg = self.cfg
-            self._train = load_dataset("fer2013", self.root, cfg.image_size, cfg.channels)
+            if self.posed:
+                self._load_posed()
+            else:
+                self._train = load_dataset("fer2013", self.root, cfg.image_size, cfg.channels)
         return self._train
+
+    def test(self) -> Any:
+        """The held-out real images: FER2013's test split (de-duplicated against train), or
+        every photo of the run's held-out performers."""
+        from lordfx_trainer.data import load_dataset
+
+        if self._test is None:
+            cfg = self.cfg
+            if self.posed:
+                self._load_posed()
+            else:
+                self._test = load_dataset(
+                    "fer2013", self.root, cfg.image_size, cfg.channels, split="test"
+                )
+        return self._test
+
+    def _load_posed(self) -> None:
+        from lordfx_trainer.train import check_split, prepare_data
+
+        train, heldout = prepare_data(self.cfg, self.root)
+        check_split(self.run_dir, self.extra, train, heldout)
+        self._train, self._test = train, heldout
 
 
 def open_inputs(run_dir: Path) -> _Inputs:
@@ -115,8 +168,12 @@ def open_inputs(run_dir: Path) -> _Inputs:
 
     run_dir = Path(run_dir)
     cfg, extra = read_config(run_dir)
-    if cfg.dataset != "fer2013":
-        raise LordfxError(f"{run_dir}: eval-expressions needs a fer2013 run, not {cfg.dataset!r}")
+    if cfg.dataset not in DATASETS:
+        raise LordfxError(
+            f"{run_dir}: eval-expressions needs a {' or '.join(DATASETS)} run, not {cfg.dataset!r}"
+        )
+    if cfg.dataset == "taiwanese" and not cfg.num_heldout_groups:
+        raise LordfxError(f"{run_dir}: a taiwanese run needs held-out performers to evaluate")
     if not (run_dir / "bundle" / "config.json").is_file():
         raise LordfxError(f"{run_dir}: no bundle/ yet (stage 2 has not finished)")
     bundle = load_bundle(run_dir / "bundle")
@@ -127,8 +184,10 @@ def open_inputs(run_dir: Path) -> _Inputs:
             f"({', '.join(EXPRESSIONS)}); unknown classes: {unknown}"
         )
     root = Path(extra.get("data_path") or "")
-    if not extra.get("data_path") or not (root / "test").is_dir():
+    if cfg.dataset == "fer2013" and (not extra.get("data_path") or not (root / "test").is_dir()):
         raise LordfxError(f"{run_dir}: the run's FER2013 data ({root}) has no test/ folder")
+    if not extra.get("data_path") or not root.is_dir():
+        raise LordfxError(f"{run_dir}: the run's data folder ({root}) is missing")
     labels = [EXPRESSIONS.index(n) for n in bundle.class_names]
     return _Inputs(run_dir, cfg, extra, bundle, root, labels)
 
@@ -155,10 +214,8 @@ def evaluate_expressions(
 def _evaluate(
     inp: _Inputs, s: ExpressionEvalSettings, make_preprocessor: MakePreprocessor | None
 ) -> dict[str, Any]:
-    from lordfx_trainer.data import load_dataset
-
-    cfg, bundle = inp.cfg, inp.bundle
-    test = load_dataset("fer2013", inp.root, cfg.image_size, cfg.channels, split="test")
+    bundle = inp.bundle
+    test = inp.test()
     classifier, record = _classifier(inp, s)
 
     def classify(x: torch.Tensor) -> np.ndarray:
@@ -183,6 +240,7 @@ def _evaluate(
     result["translation"] = _translation(
         inp, s, test_x[sample], test.class_ids[sample], test_pred[sample], classify
     )
+    result["identity"] = _identity(inp, s, test, sample)
     result["leakage"] = _leakage(inp, s, test_x, test.class_ids)
     figures = {}
     rows = sample[grid_rows(test.class_ids[sample], s.grid_rows, s.seed)]
@@ -196,26 +254,40 @@ def _evaluate(
     result["yale"] = _yale(inp, s, classify, make_preprocessor)
     if "figure" in result["yale"]:
         figures["yale_grid"] = str(Path(result["yale"].pop("figure")).relative_to(inp.run_dir))
+    result["photos"] = _photos(inp, s, make_preprocessor)
+    if "figure" in result["photos"]:
+        figures["photo_sheet"] = str(Path(result["photos"].pop("figure")).relative_to(inp.run_dir))
     result["figures"] = figures
     return result
 
 
 def _classifier(inp: _Inputs, s: ExpressionEvalSettings) -> tuple[torch.nn.Module, dict[str, Any]]:
     cfg = inp.cfg
+    epochs = s.classifier_epochs or DEFAULT_CLASSIFIER_EPOCHS[cfg.dataset]
     settings = ClassifierSettings(
         cfg.image_size,
         cfg.channels,
         num_classes=len(EXPRESSIONS),
         width=s.classifier_width,
-        epochs=s.classifier_epochs,
+        epochs=epochs,
         seed=s.seed,
+        downsample=max(1, cfg.image_size // CLASSIFIER_MAX_SIZE),
     )
-    data_id = {
+    data_id: dict[str, Any] = {
         "dataset": "fer2013",
         "split": "train",
         "dedup": True,
         "root": str(inp.root.resolve()),
     }
+    if inp.posed:  # the run's training performers only (never the held-out ones)
+        split = (inp.extra.get("heldout") or {}).get("split") or {}
+        data_id = {
+            "dataset": "taiwanese",
+            "part": "training performers of the run",
+            "heldout_groups": split.get("heldout_groups"),
+            "split_seed": cfg.split_seed,
+            "root": str(inp.root.resolve()),
+        }
 
     def load() -> tuple[np.ndarray, np.ndarray]:
         train = inp.train()
@@ -265,14 +337,15 @@ def _leakage(
     """y←c (paper Table 2): the expression read from content codes, vs chance."""
     content, own_class = encode(inp.bundle.model, test_x, s.batch_size)
     chance = 1.0 / len(EXPRESSIONS)
+    where = "held-out performers' photos" if inp.posed else "FER2013 test images"
     out: dict[str, Any] = {
         "heldout_test": {
-            "source": "stage-2 content encoder E_c on FER2013 test images",
+            "source": f"stage-2 content encoder E_c on {where}",
             **{m: probe(content, test_labels, m, s.probes) for m in PROBES},
             "chance_uniform": chance,
         },
         "heldout_test_class_code": {  # not leakage: the same probes where the class should be
-            "source": "stage-2 class encoder E_y on FER2013 test images (positive control)",
+            "source": f"stage-2 class encoder E_y on {where} (positive control)",
             **{m: probe(own_class, test_labels, m, s.probes) for m in PROBES},
             "chance_uniform": chance,
         },
@@ -290,7 +363,7 @@ def _stage1_leakage(inp: _Inputs, s: ExpressionEvalSettings, chance: float) -> d
     if key not in state or cfg.num_heldout_classes or cfg.max_classes:
         return {"skipped": f"needs {latent.name} with latent content codes of all 7 classes"}
     train = inp.train()  # the run's training images, re-drawn as train.prepare_data does
-    if cfg.max_images_per_class:
+    if cfg.max_images_per_class and not inp.posed:  # posed: train() is prepare_data's
         train = cap_images_per_class(train, cfg.max_images_per_class, seed=cfg.split_seed)
     codes = state[key].float()
     if len(codes) != train.num_images:
@@ -316,8 +389,12 @@ def _yale(
     if not Path(s.yale).is_dir():
         return {"skipped": f"{s.yale}: no such folder"}
     bundle = inp.bundle
+    arch = bundle.model.cfg
     try:
-        pre = (make_preprocessor or expr_yale.default_preprocessor)(bundle.model.cfg.image_size)
+        if make_preprocessor is not None:
+            pre = make_preprocessor(arch.image_size)
+        else:
+            pre = expr_yale.default_preprocessor(arch.image_size, channels=arch.channels)
     except ImportError as exc:
         return {"skipped": f"{expr_yale.PREPROCESSOR} is not available ({exc})"}
     grid = inp.run_dir / FIGURE_DIR / "expressions_yale_grid.png"
@@ -325,3 +402,42 @@ def _yale(
     return expr_yale.evaluate_yale(
         Path(s.yale), bundle.model, bundle.class_codes, targets, classify, EXPRESSIONS, pre, grid
     )
+
+
+def _identity(
+    inp: _Inputs, s: ExpressionEvalSettings, test: Any, sample: np.ndarray
+) -> dict[str, Any]:
+    """dlib identity kept at strength 1 for every target (posed runs; :mod:`.expr_identity`)."""
+    from lordfx_trainer.evaluation.expressions import translated_outputs
+    from lordfx_trainer.grids import to_uint8
+
+    if not inp.posed:
+        return {"skipped": "FER2013 has one photo per person (no same-person reference)"}
+    if not s.identity:
+        return {"skipped": "--no-identity"}
+    try:
+        from lordfx_trainer.evaluation.expr_identity import identity_report
+
+        images = test.images[sample]
+        outputs = {
+            inp.bundle.class_names[t]: to_uint8(out)
+            for t, out in translated_outputs(
+                inp.bundle.model, inp.bundle.class_codes, to_float(images), 1.0, s.batch_size
+            )
+        }
+        person = test.content_labels[sample, test.content_names.index("performer")]
+        return identity_report(images, outputs, person, s.seed)
+    except LordfxError as exc:  # dlib is an optional extra
+        return {"skipped": str(exc)}
+
+
+def _photos(
+    inp: _Inputs, s: ExpressionEvalSettings, make_preprocessor: MakePreprocessor | None
+) -> dict[str, Any]:
+    """Every target on each --photo file through the plugin's path (contact sheet)."""
+    from lordfx_trainer.evaluation.expr_photos import photo_sheet
+
+    if not s.photos:
+        return {"skipped": "no --photo given"}
+    path = inp.run_dir / FIGURE_DIR / "expressions_photos.png"
+    return photo_sheet(inp.run_dir / "bundle", [Path(p) for p in s.photos], path, make_preprocessor)

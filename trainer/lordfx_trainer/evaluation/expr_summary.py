@@ -12,6 +12,8 @@ def _f(value: float | None) -> str:
 def summary_markdown(r: dict[str, Any]) -> str:
     """A short markdown summary of one eval_expressions.json (for stdout)."""
     real, clf, tr = r["real_test"], r["classifier"], r["translation"]
+    held = "held-out performers" if real.get("data", {}).get("reader") == "taiwanese" else None
+    test_name = f"real {held}" if held else "real FER2013 test"
     ch = real["chance"]
     chance = f"{ch['uniform']:.3f} / {_f(ch['majority'])} ({ch['majority_class']})"
     lines = [
@@ -19,9 +21,9 @@ def summary_markdown(r: dict[str, Any]) -> str:
         "",
         "| measure | value | n | chance (1/7 / majority) |",
         "|---|---|---|---|",
-        f"| classifier, FER2013 val (acc / balanced) | {_f(clf['val_accuracy'])} / "
+        f"| classifier, val (acc / balanced) | {_f(clf['val_accuracy'])} / "
         f"{_f(clf['val_balanced_accuracy'])} | {clf['num_val']} | |",
-        f"| classifier, real FER2013 test (acc / balanced) | {_f(real['accuracy'])} / "
+        f"| classifier, {test_name} (acc / balanced) | {_f(real['accuracy'])} / "
         f"{_f(real['balanced_accuracy'])} | {real['n']} | {chance} |",
     ]
     for key in (k for k in tr if k.startswith("strength_")):
@@ -46,9 +48,24 @@ def summary_markdown(r: dict[str, Any]) -> str:
             f"{_f(mlp['accuracy'])} | {lo['num_test']} | {leak['chance_uniform']:.3f} / "
             f"{_f(lo['chance'])} |"
         )
+    lines += _identity_lines(r.get("identity") or {})
     lines += _yale_lines(r["yale"])
+    if "photo_sheet" in r.get("figures", {}):
+        lines.append(f"| photo contact sheet | {r['figures']['photo_sheet']} | | |")
     lines += ["", _per_target_table(r)]
     return "\n".join(lines)
+
+
+def _identity_lines(ident: dict[str, Any]) -> list[str]:
+    if "overall" not in ident:
+        return [f"| identity kept (dlib < 0.6) | skipped: {ident.get('skipped', '–')} | | |"]
+    o, same = ident["overall"], ident["reference_same_person_real"] or {}
+    other = ident["reference_other_person_real"]
+    return [
+        f"| identity kept, translations s=1 (dlib < 0.6) | {_f(o['share'])} | {o['n']} | |",
+        f"| identity reference: real same person / other person | {_f(same.get('share'))} / "
+        f"{_f(other['share'])} | {same.get('n', 0)} / {other['n']} | |",
+    ]
 
 
 def _yale_lines(y: dict[str, Any]) -> list[str]:
@@ -70,7 +87,9 @@ def _per_target_table(r: dict[str, Any]) -> str:
     tr, yale = r["translation"], r["yale"].get("translation")
     strengths = [k for k in tr if k.startswith("strength_")]
     head = ["target", *(f"{k.replace('strength_', 's=')} (other src)" for k in strengths)]
+    ident = (r.get("identity") or {}).get("per_target")
     head += ["copy input (other src)", "real test recall"] + (["Yale s=1"] if yale else [])
+    head += ["identity kept s=1"] if ident else []
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in r["bundle"]["class_names"]:
         cells = [name]
@@ -82,6 +101,8 @@ def _per_target_table(r: dict[str, Any]) -> str:
         cells.append(_f(r["real_test"]["per_class"][name]["accuracy"]))
         if yale:
             cells.append(_f(yale["per_target"][name]["accuracy"]))
+        if ident:
+            cells.append(_f(ident[name]["share"]))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -38,11 +38,12 @@ _NAME = re.compile(r"^subject(\d+)\.([a-z]+)$")
 PREPROCESSOR = "lordfx_expressions.preprocess.make_preprocessor"
 
 
-def default_preprocessor(image_size: int) -> Any:
-    """The expressions plugin's face cropper (``.to_model(PIL) -> ((C, S, S), ctx)``)."""
+def default_preprocessor(image_size: int, channels: int | None = None) -> Any:
+    """The expressions plugin's face cropper (``.to_model(PIL) -> ((C, S, S), ctx)``) at the
+    framing of a ``channels`` model (None: the plugin's shipped bundle's)."""
     from lordfx_expressions.preprocess import make_preprocessor
 
-    return make_preprocessor(image_size)
+    return make_preprocessor(image_size, channels=channels)
 
 
 def yale_files(folder: Path) -> list[tuple[Path, str]]:
@@ -91,7 +92,8 @@ def evaluate_yale(
     """Classifier accuracy on the labelled real crops and translation accuracy of all crops.
 
     ``pre`` crops a face: ``pre.to_model(PIL image) -> ((C, S, S) in [0, 1], context)``,
-    raising :class:`InputError` when it finds none. ``label_names`` are the classifier's classes (FER2013 order); ``target_labels[t]`` is the
+    raising :class:`InputError` when it finds none. ``label_names`` are the classifier's
+    classes (FER2013 order); ``target_labels[t]`` is the
     classifier id of the model's class t. Returns a JSON-able dict (``skipped`` if no crop).
     """
     cfg = model.cfg

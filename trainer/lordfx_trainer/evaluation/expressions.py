@@ -16,7 +16,7 @@ model at all).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +98,28 @@ def translation_predictions(
 
     Shape: class_codes (K, class_dim), images (N, C, S, S) in [0, 1] → (N, K) int64.
     """
-    content, own = encode(model, images, batch_size)
-    codes = class_codes.to(content.device).float()
     cols = [
-        classify(translate(model, content, own, codes[t], strength, batch_size))
-        for t in range(len(codes))
+        classify(out)
+        for _, out in translated_outputs(model, class_codes, images, strength, batch_size)
     ]
     return np.stack(cols, axis=1).astype(np.int64)
+
+
+def translated_outputs(
+    model: AmortizedModel,
+    class_codes: torch.Tensor,
+    images: torch.Tensor,
+    strength: float = 1.0,
+    batch_size: int = 256,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(t, x(t) of every image) for each target t in turn (encoding the images once).
+
+    Shape: class_codes (K, class_dim), images (N, C, S, S) in [0, 1] → K × (t, (N, C, S, S)).
+    """
+    content, own = encode(model, images, batch_size)
+    codes = class_codes.to(content.device).float()
+    for t in range(len(codes)):
+        yield t, translate(model, content, own, codes[t], strength, batch_size)
 
 
 def translation_report(
