@@ -363,4 +363,5 @@ def _summarise(report: BatchReport, plan: Plan, done: int) -> None:
         parts.append(f"{not_run} not reached (interrupted)")
     if not total and not report.failed:
         log.warning("%s: no files found", plan.source)
-    log.info("%s: %d files: %s -> %s", plan.source, total, ", ".join(parts), plan.output)
+    entries = total + len(plan.failed) + len(plan.ignored)
+    log.info("%s: %d entries: %s -> %s", plan.source, entries, ", ".join(parts), plan.output)
