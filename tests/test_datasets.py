@@ -393,7 +393,7 @@ def test_synthetic_is_deterministic_and_disentangled():
 
 def test_registry_refuses_unknown_kinds_options_and_roots(tmp_path):
     expected = {"cars3d", "smallnorb", "smallnorb-poses", "celeba", "rafd", "kth", "folder"}
-    assert set(READERS) == expected | {"faces", "fer2013", "npz", "shoes", "synthetic"}
+    assert set(READERS) == expected | {"faces", "fer2013", "npz", "shoes", "synthetic", "taiwanese"}
     with pytest.raises(UsageError, match="valid datasets: cars3d, smallnorb"):
         load_dataset("mnist", tmp_path, 32, 3)
     with pytest.raises(UsageError, match=r"unknown option\(s\) \['colour'\].*num_classes="):
