@@ -490,6 +490,7 @@ def launch(run_dir: Path, nproc: int) -> Path | None:
     }
     cmd = [sys.executable, "-m", "lordfx_trainer.distributed", WORKER, str(run_dir)]
     procs = []
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a stopped launcher stops its ranks
     try:
         for rank in range(nproc):
             rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
@@ -498,6 +499,7 @@ def launch(run_dir: Path, nproc: int) -> Path | None:
         failed = _wait(procs)
     finally:
         _stop(procs)
+        signal.signal(signal.SIGTERM, previous)
     if failed is not None:
         rank, code = failed
         how = (
@@ -516,6 +518,10 @@ def launch(run_dir: Path, nproc: int) -> Path | None:
             f"stopped the other ranks; {saved}"
         )
     return run_dir / "bundle" if cfg.amortized_epochs > 0 else None
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _wait(procs: list[subprocess.Popen]) -> tuple[int, int] | None:
@@ -564,6 +570,7 @@ class _RankHandler(logging.Handler):
 def _worker_main(run_dir: Path) -> int:
     """Entry of a process started by ``launch`` (the run directory already exists)."""
     rank = int(os.environ["RANK"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the launcher, which stops us
     root = logging.getLogger("lordfx")
     root.addHandler(_RankHandler(rank))
     root.propagate = False
