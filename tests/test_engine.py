@@ -210,16 +210,20 @@ def test_check_split_refuses_changed_data(tmp_path):
         "train": {"num_images": 60, "num_classes": 6},
         "heldout": {"split": {"heldout_class_names": ["a", "b"]}},
     }
-    train = SimpleNamespace(num_images=60, num_classes=6)
-    check_split(tmp_path, extra, train, SimpleNamespace(class_names=["a", "b"]))  # same: fine
+    train = SimpleNamespace(num_images=60, num_classes=6, meta={})
+
+    def heldout(*names: str) -> SimpleNamespace:
+        return SimpleNamespace(class_names=list(names), meta={"split": {}})
+
+    check_split(tmp_path, extra, train, heldout("a", "b"))  # same: fine
     with pytest.raises(LordfxError, match=r"held-out classes \['a', 'c'\] differ"):
-        check_split(tmp_path, extra, train, SimpleNamespace(class_names=["a", "c"]))
+        check_split(tmp_path, extra, train, heldout("a", "c"))
     with pytest.raises(LordfxError, match="num_images = 59, the run recorded 60"):
         check_split(
             tmp_path,
             extra,
-            SimpleNamespace(num_images=59, num_classes=6),
-            SimpleNamespace(class_names=["a", "b"]),
+            SimpleNamespace(num_images=59, num_classes=6, meta={}),
+            heldout("a", "b"),
         )
 
 
