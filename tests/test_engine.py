@@ -284,6 +284,29 @@ def test_tiny_run_via_cli_trains_both_stages(tmp_path):
     assert again.exit_code == 1 and "already exists" in again.stderr
 
 
+def test_time_budget_ends_each_stage_early_and_still_writes_the_bundle(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(TINY), "--out", str(run), "--set", "latent_epochs=500"]
+    args += [
+        "--set",
+        "amortized_epochs=500",
+        "--set",
+        "stage_minutes=0.005",
+        "--set",
+        "log_every=1",
+    ]
+    result = runner.invoke(build_app(), args)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = {s: max(r["step"] for r in rows if r["stage"] == s) for s in ("latent", "amortized")}
+    per_epoch = 3  # 40 training images of the tiny preset, batch 16
+    assert all(0 < n < 500 * per_epoch for n in steps.values()), steps
+    assert (run / "bundle" / "model.safetensors").is_file()
+    assert (run / "latent_grid_e500.png").is_file()  # the stage closed like its last epoch
+    with pytest.raises(UsageError, match="stage_minutes"):
+        TrainConfig(stage_minutes=-1.0)
+
+
 def _train_proc(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", "from lordfx.cli import main; main()", "train", *args]

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # lordfx.precision: per machine
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    stage_minutes: float = 0.0  # > 0: each stage also ends after this much training time
     log_every: int = 50
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
     grid_every: int = 5  # epochs
@@ -70,6 +71,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.batch_size > 0, "batch_size must be positive"),
+            (self.stage_minutes >= 0, "stage_minutes must be >= 0 (0 = no time budget)"),
             (self.latent_epochs >= 0 and self.amortized_epochs >= 0, "epochs must be >= 0"),
             (self.content_noise_std >= 0 and self.content_decay >= 0, "σ and λ must be >= 0"),
             (self.class_mode in ("latent", "amortized"), "class_mode: latent | amortized"),

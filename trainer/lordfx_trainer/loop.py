@@ -33,6 +33,7 @@ class LoopState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0  # within the stage
+    elapsed_s: float = 0.0  # training time of the stage so far (for StageSpec.minutes)
 
 
 class DeviceData:
@@ -107,6 +108,7 @@ class StageSpec:
     module: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    minutes: float = 0.0  # > 0: the stage ends once it has trained this long (time budget)
 
 
 def run_stage(
@@ -121,7 +123,13 @@ def run_stage(
     log_every: int,
     checkpoint_every: int,
 ) -> None:
-    """Run ``spec`` from ``state`` to the end of its epochs, checkpointing along the way."""
+    """Run ``spec`` from ``state`` to the end of its epochs, checkpointing along the way.
+
+    With ``spec.minutes`` the stage also ends at the first step boundary after that much
+    training time (counted across resumes in ``state.elapsed_s``): equal wall-clock budgets
+    for comparisons. Such a stop depends on the machine's speed, so it is not reproducible
+    step for step; the epoch-only path stays exact.
+    """
     n = len(data)
     num_steps = steps_per_epoch(n, spec.batch_size)
     sums: dict[str, torch.Tensor] = {}
@@ -130,6 +138,12 @@ def run_stage(
     while state.epoch < spec.epochs:
         perm = epoch_permutation(n, seed, spec.name, state.epoch).to(data.device)
         while state.step_in_epoch < num_steps:
+            if spec.minutes and state.elapsed_s >= 60 * spec.minutes:
+                log.info("stage %s: time budget of %g min reached at step %d (epoch %d)",
+                         spec.name, spec.minutes, state.global_step, state.epoch)  # fmt: skip
+                state.epoch = spec.epochs - 1  # closes below like a last epoch
+                break
+            step_t0 = time.perf_counter()
             b = state.step_in_epoch
             batch = data.batch(perm[b * spec.batch_size : (b + 1) * spec.batch_size])
             with autocast():
@@ -140,6 +154,7 @@ def run_stage(
             spec.scheduler.step()
             state.step_in_epoch += 1
             state.global_step += 1
+            state.elapsed_s += time.perf_counter() - step_t0
             seen += batch.images.shape[0]
             for k, v in losses.items():  # stays on device: no host sync per step
                 sums[k] = sums.get(k, 0) + v.detach().float()
