@@ -323,3 +323,15 @@ def test_posed_run_holds_out_performers_and_reports_identity(posed_run, app):
     with Image.open(sheet) as im:  # one photo × two renders, input + 7 targets
         assert im.size == (8 * 132 + 4, 2 * 132 + 4)
     assert [r["render"] for r in data["photos"]["rows"]] == ["warp", "generate"]
+
+
+def test_posed_judge_can_add_fer2013(posed_run, app, tmp_path):
+    fer = _fake_fer(tmp_path / "fer")  # 8 train images per expression, 16×16 grey
+    args = ["eval-expressions", str(posed_run), "--classifier-epochs", "1", "--max-test", "7"]
+    result = runner.invoke(app, [*args, "--judge-fer", str(fer), "--no-identity"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((posed_run / "eval_expressions.json").read_text())
+    clf = data["classifier"]
+    assert clf["data"]["fer2013"]["per_class"] == 500 and clf["cached"] is False
+    assert clf["num_train"] + clf["num_val"] == 14 + 7 * 8  # training performers + FER2013
+    assert data["identity"] == {"skipped": "--no-identity"}

@@ -186,3 +186,66 @@ def test_real_database_counts(shared_data):
     }
     assert len(ds.meta["content_values"]["performer"]) == 29
     assert len(ds.meta["unlabelled_skipped"]) == 9
+
+
+# -- a colour model through the user-facing paths -------------------------------------------
+@pytest.fixture
+def colour_editor(tmp_path, monkeypatch):
+    """``lordfx.load("expressions")`` with a tiny random 16² colour bundle in place."""
+    import dataclasses
+
+    from lordfx.bundle import save_bundle
+    from lordfx.host import get_host
+    from lordfx.nets import AmortizedModel, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=16, channels=3, content_dim=8, class_dim=8, width=0.125)
+    codes = 3 * torch.randn(len(EXPRESSIONS), cfg.class_dim)
+    bundle = save_bundle(
+        tmp_path / "bundle", AmortizedModel(cfg), {"class_names": list(EXPRESSIONS)}, codes
+    )
+    host = get_host()
+    domain = dataclasses.replace(host.domains["expressions"], bundle=bundle)
+    monkeypatch.setitem(host.domains, "expressions", domain)
+    import lordfx
+
+    return lordfx.load("expressions")
+
+
+def test_colour_bundle_edits_photos_through_the_api_and_cli(colour_editor, tmp_path):
+    from lordfx_expressions.preprocess import POSED_FRAMING
+    from typer.testing import CliRunner
+
+    from lordfx.cli import build_app
+
+    assert colour_editor.pre.channels == 3 and colour_editor.pre.framing == POSED_FRAMING
+    photo = Image.open(PHOTO).convert("RGB")
+    before = np.asarray(photo)
+    for render in ("warp", "generate"):
+        out = colour_editor.set_expression(photo, "happy", render=render)
+        assert out.size == photo.size and out.mode == "RGB"
+        assert (np.asarray(out)[:20] == before[:20]).all()  # far from the face: unchanged
+    generated = np.asarray(colour_editor.set_expression(photo, "happy", render="generate"))
+    assert (generated != before).any()
+    same = colour_editor.set_expression(photo, "sad", strength=0.0)
+    assert np.array_equal(np.asarray(same), before)
+    runner, app = CliRunner(), build_app()
+    listed = runner.invoke(app, ["expression", "--list"])
+    assert listed.exit_code == 0 and listed.stdout.split() == list(EXPRESSIONS)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo.save(folder / "a.jpg")
+    photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "b.jpg")
+    one = runner.invoke(
+        app,
+        ["expression", str(folder / "a.jpg"), "--to", "surprise", "--face", "0",
+         "--strength", "0.5", "-o", str(tmp_path / "a_out.png")],
+    )  # fmt: skip
+    assert one.exit_code == 0, one.output
+    batch = runner.invoke(
+        app, ["expression", str(folder), "--to", "angry", "-o", str(tmp_path / "out")]
+    )
+    assert batch.exit_code == 0, batch.output
+    assert len(list((tmp_path / "out").iterdir())) == 2
+    with Image.open(tmp_path / "a_out.png") as im:
+        assert im.size == photo.size

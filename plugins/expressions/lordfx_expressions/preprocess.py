@@ -284,15 +284,27 @@ def _luma(image: Image.Image) -> np.ndarray:
 
 
 def bundle_channels(bundle: Path | None = None) -> int:
-    """The channels of a bundle's model (default: the plugin's shipped one), from its
-    config.json ``architecture``; ``DEFAULT_CHANNELS`` when there is none to read."""
-    from lordfx_expressions import MODEL_DIR
-
-    path = Path(bundle if bundle is not None else MODEL_DIR) / "config.json"
+    """The channels of a bundle's model, from its config.json ``architecture``
+    (``DEFAULT_CHANNELS`` when there is none to read). Default bundle: the expressions
+    domain's (the one ``lordfx.load("expressions")`` loads), else the plugin's ``model/``."""
+    if bundle is None:
+        bundle = _domain_bundle()
+    path = Path(bundle) / "config.json"
     try:
         return int(json.loads(path.read_text())["architecture"]["channels"])
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_CHANNELS
+
+
+def _domain_bundle() -> Path:
+    from lordfx_expressions import MODEL_DIR
+
+    try:
+        from lordfx.host import get_host
+
+        return Path(get_host().domain("expressions").bundle or MODEL_DIR)
+    except Exception:  # noqa: BLE001 - no host / domain: the plugin's own bundle
+        return MODEL_DIR
 
 
 def make_preprocessor(
@@ -302,6 +314,6 @@ def make_preprocessor(
 ) -> ExpressionPreprocessor:
     """Factory named by the expressions Domain
     (``lordfx_expressions.preprocess:make_preprocessor``). ``channels`` None follows the
-    shipped bundle (colour or grey), the model the editor loads with it."""
+    expressions domain's bundle (colour or grey), the model the editor loads with it."""
     channels = bundle_channels() if channels is None else channels
     return ExpressionPreprocessor(image_size=image_size, face_index=face_index, channels=channels)

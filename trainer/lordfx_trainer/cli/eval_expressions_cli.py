@@ -33,6 +33,12 @@ def eval_expressions_command(
         help="Photo or folder to edit into every expression (repeatable): a contact sheet "
         "RUN_DIR/eval/expressions_photos.png through the plugin's preprocessing.",
     ),
+    judge_fer: Path | None = typer.Option(
+        None,
+        "--judge-fer",
+        help="Taiwanese runs: also train the judge on this FER2013 folder's train split "
+        "(grey tiled to RGB, 500 per expression).",
+    ),
     identity: bool = typer.Option(
         True, "--identity/--no-identity", help="dlib identity kept (taiwanese runs)."
     ),
@@ -63,6 +69,7 @@ def eval_expressions_command(
         yale=str(yale) if yale is not None else None,
         photos=tuple(str(p) for p in photos or ()),
         identity=identity,
+        judge_fer=str(judge_fer) if judge_fer is not None else None,
     )
     result = evaluate_expressions(run_dir, settings)
     typer.echo(f"wrote {Path(run_dir) / RESULT_FILE}", err=True)

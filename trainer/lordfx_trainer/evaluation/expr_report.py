@@ -94,6 +94,10 @@ class ExpressionEvalSettings:
     seed: int = 0
     yale: str | None = None
     photos: tuple[str, ...] = ()
+    # Posed runs: also train the judge on FER2013's train split (grey, tiled to RGB at the
+    # run's size), at most judge_fer_per_class images per expression (seeded).
+    judge_fer: str | None = None
+    judge_fer_per_class: int = 500
     identity: bool = True
     strengths: tuple[float, ...] = (1.0, 0.5)
     batch_size: int = 256
@@ -288,10 +292,26 @@ def _classifier(inp: _Inputs, s: ExpressionEvalSettings) -> tuple[torch.nn.Modul
             "split_seed": cfg.split_seed,
             "root": str(inp.root.resolve()),
         }
+        if s.judge_fer:
+            data_id["fer2013"] = {
+                "root": str(Path(s.judge_fer).resolve()),
+                "split": "train",
+                "dedup": True,
+                "per_class": s.judge_fer_per_class,
+                "colour": "grey tiled to RGB" if cfg.channels == 3 else "grey",
+            }
 
     def load() -> tuple[np.ndarray, np.ndarray]:
+        from lordfx_trainer.data import load_dataset
+        from lordfx_trainer.train import cap_images_per_class
+
         train = inp.train()
-        return train.images, train.class_ids
+        if not (inp.posed and s.judge_fer):
+            return train.images, train.class_ids
+        fer = load_dataset("fer2013", Path(s.judge_fer), cfg.image_size, cfg.channels)
+        fer = cap_images_per_class(fer, s.judge_fer_per_class, seed=s.seed)
+        images = np.concatenate([train.images, fer.images])
+        return images, np.concatenate([train.class_ids, fer.class_ids])
 
     return load_or_train(inp.run_dir / FIGURE_DIR, settings, data_id, load)
 

@@ -1,0 +1,114 @@
+"""Compare expression bundles end to end on held-out performers' photos, with one judge.
+
+Each bundle edits the same full 128² photos of a posed run's held-out performers the way
+``lordfx expression PHOTO --to T`` does (its own preprocessing: grey FER framing or colour
+posed framing, ``render="warp"``, strength 1). Every edited photo is then cropped at the posed
+framing (the face box detected once on the original) and classified by the run's cached
+eval-expressions judge (trained only on the training performers' real photos; run
+``lordfx eval-expressions RUN`` first). Prints, per bundle, how often the edit is judged as
+its target (per target and mean, over sources other than the target) beside the same judge
+on the unedited photos ("copy input").
+
+    nice -n 19 .venv/bin/python scripts/compare_expression_models.py runs/expressions64-cpu \\
+        plugins/expressions/lordfx_expressions/model runs/expressions64-cpu/bundle --per-class 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lordfx_expressions.preprocess import make_preprocessor
+from lordfx_trainer.data.fer2013 import EXPRESSIONS
+from lordfx_trainer.evaluation import expr_report
+from lordfx_trainer.evaluation.expr_classifier import predict, to_float
+from lordfx_trainer.evaluation.runs import read_config
+
+from lordfx.api import Editor
+from lordfx.bundle import load_bundle
+from lordfx.imageio import read_image
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the posed run whose judge and split are used")
+    parser.add_argument("bundles", type=Path, nargs="+", help="bundle directories to compare")
+    parser.add_argument("--per-class", type=int, default=3, help="held-out photos per class")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg, extra = read_config(args.run)
+    root = Path(extra["data_path"])
+    inp = expr_report._Inputs(args.run, cfg, extra, None, root, list(range(len(EXPRESSIONS))))
+    judge, record = expr_report._classifier(inp, expr_report.ExpressionEvalSettings())
+    held = inp.test()
+    performers = held.meta["content_values"]["performer"]
+    # the held-out photos' files, in the reader's order (sorted names, faces found)
+    names = sorted(
+        p.name
+        for p in (root / "images").glob("*.jpg")
+        if p.stem[:2] in {performers[i] for i in np.unique(held.content_labels[:, 0])}
+        and p.stem[4] != "0"
+        and p.name not in held.meta.get("no_face", [])
+    )
+    assert len(names) == held.num_images, (len(names), held.num_images)
+    rng = np.random.default_rng(args.seed)
+    pick = np.sort(
+        np.concatenate(
+            [
+                rng.choice(
+                    np.flatnonzero(held.class_ids == k),
+                    min(args.per_class, int((held.class_ids == k).sum())),
+                    replace=False,
+                )
+                for k in range(len(EXPRESSIONS))
+            ]
+        )
+    )
+    posed = make_preprocessor(cfg.image_size, channels=3)
+    photos = [read_image(root / "images" / names[i]) for i in pick]
+    boxes = [posed.detect(p)[0] for p in photos]
+    labels = held.class_ids[pick]
+
+    def judge_crops(images: list) -> np.ndarray:
+        crops = np.stack([posed.crop(im, b) for im, b in zip(images, boxes, strict=True)])
+        return predict(judge, to_float(crops))
+
+    copy = judge_crops(photos)
+    out = {
+        "run": str(args.run),
+        "judge": {"file": record["file"], "val_accuracy": record["val_accuracy"]},
+        "photos": len(photos),
+        "copy_input_accuracy": float(np.mean(copy == labels)),
+        "bundles": {},
+    }
+    for bundle_dir in args.bundles:
+        start = time.time()
+        bundle = load_bundle(bundle_dir)
+        arch = bundle.model.cfg
+        editor = Editor(bundle, make_preprocessor(arch.image_size, channels=arch.channels))
+        per_target = {}
+        for t, name in enumerate(EXPRESSIONS):
+            edited = [editor.set_expression(p, name, render="warp") for p in photos]
+            hit = judge_crops(edited) == t
+            other = labels != t
+            per_target[name] = {
+                "accuracy_other_sources": float(hit[other].mean()),
+                "copy_input_other_sources": float((copy[other] == t).mean()),
+            }
+        mean = float(np.mean([v["accuracy_other_sources"] for v in per_target.values()]))
+        out["bundles"][str(bundle_dir)] = {
+            "architecture": {"image_size": arch.image_size, "channels": arch.channels},
+            "mean_accuracy_other_sources": mean,
+            "per_target": per_target,
+            "seconds": round(time.time() - start, 1),
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
