@@ -39,12 +39,18 @@ def main() -> None:
     parser.add_argument("bundles", type=Path, nargs="+", help="bundle directories to compare")
     parser.add_argument("--per-class", type=int, default=3, help="held-out photos per class")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--judge-fer", type=Path, default=None, help="the judge eval-expressions --judge-fer made"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg, extra = read_config(args.run)
     root = Path(extra["data_path"])
     inp = expr_report._Inputs(args.run, cfg, extra, None, root, list(range(len(EXPRESSIONS))))
-    judge, record = expr_report._classifier(inp, expr_report.ExpressionEvalSettings())
+    settings = expr_report.ExpressionEvalSettings(
+        judge_fer=str(args.judge_fer) if args.judge_fer else None
+    )
+    judge, record = expr_report._classifier(inp, settings)
     held = inp.test()
     performers = held.meta["content_values"]["performer"]
     # the held-out photos' files, in the reader's order (sorted names, faces found)
