@@ -51,11 +51,16 @@ def test_swap_content_matches_the_model(editor, tmp_path):
 def test_set_class_strength_zero_is_reconstruction(editor, tmp_path):
     a = _photo(tmp_path / "a.png", 2)
     name = editor.bundle.class_names[0]
-    assert np.array_equal(
-        np.asarray(editor.set_class_file(a, name, strength=0.0)), np.asarray(editor.reconstruct(a))
-    )
-    full = np.asarray(editor.set_class_file(a, name, strength=1.0))
-    assert not np.array_equal(full, np.asarray(editor.reconstruct(a)))
+    recon = np.asarray(editor.reconstruct(a))
+    # render="generate": the model's pixels, so strength 0 is its reconstruction
+    zero = editor.set_class_file(a, name, strength=0.0, render="generate")
+    assert np.array_equal(np.asarray(zero), recon)
+    full = np.asarray(editor.set_class_file(a, name, strength=1.0, render="generate"))
+    assert not np.array_equal(full, recon)
+    # render="warp" (the default): the edit moves the photo's own pixels, so 0 is the photo
+    # (here its full-resolution centre square: a plain resize preprocessor has no paste-back)
+    photo = np.asarray(Image.open(a).convert("RGB"))[:, 5:35]  # 40×30 → the middle 30×30
+    assert np.array_equal(np.asarray(editor.set_class_file(a, name, strength=0.0)), photo)
     with pytest.raises(UsageError, match="unknown class 'nope'; valid: "):
         editor.set_class_file(a, "nope")
     with pytest.raises(UsageError, match=r"strength must be in \[0, 1\]"):
