@@ -150,7 +150,12 @@ def test_two_processes_match_one_process(two_procs, tmp_path):
     the same one-process run with 2 threads instead of 1 differs by 4e-2 at step 10.
     """
     single = tmp_path / "single"
-    start_run(resolve_config(str(TINY), SETS), single, None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs (OMP_NUM_THREADS=1): same reduction order
+    try:
+        start_run(resolve_config(str(TINY), SETS), single, None)
+    finally:
+        torch.set_num_threads(threads)
     one = [r for r in _rows(single) if r["stage"] == "latent"][:20]
     two = [r for r in _rows(two_procs) if r["stage"] == "latent"][:20]
     assert [r["step"] for r in two] == list(range(1, 21))
