@@ -23,7 +23,6 @@ target without) at the stage-1 batch, and its share of a stage-1 step.
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import statistics
 import time
@@ -46,6 +45,8 @@ from lordfx_trainer.models import LatentModel
 from lordfx_trainer.steps import Batch, amortized_step, latent_step
 
 NUM_CLASSES = 16
+#: The plain baseline's numerics, whatever the machine would choose (bench_plain).
+PLAIN = Precision("fp32", False, "plain baseline: fp32, contiguous")
 MODES = ("optimised", "plain")
 LossesFn = Callable[[Batch], dict[str, torch.Tensor]]
 
@@ -163,7 +164,6 @@ def _plain(
     ids: np.ndarray,
     loss_fn: Any,
     device: torch.device,
-    choice: Precision | None = None,
 ) -> Harness:
     """The reference implementation's way (``bench_plain``): fp32, contiguous, eager, the
     paper's architecture (``loss_fn`` must be the paper's VGG layers)."""
@@ -224,15 +224,18 @@ def bench_mode(
     if mode not in MODES:
         raise UsageError(f"unknown bench mode {mode!r}; valid: {', '.join(MODES)}")
     device = _device(cfg)
-    if choice is None:
+    if mode == "plain":
+        choice = PLAIN
+    elif choice is None:
         choice = precision_policy.resolve(cfg.precision, device, cfg.memory_format)
     rng = np.random.default_rng(cfg.seed)
     s, c = cfg.image_size, cfg.channels
     images = rng.integers(0, 256, (num_images, s, s, c), dtype=np.uint8)
     ids = np.arange(num_images) % NUM_CLASSES
-    harness = (_optimised if mode == "optimised" else _plain)(
-        cfg, images, ids, loss_fn, device, choice
-    )
+    if mode == "optimised":
+        harness = _optimised(cfg, images, ids, loss_fn, device, choice)
+    else:
+        harness = _plain(cfg, images, ids, loss_fn, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result: dict[str, Any] = {"mode": mode, "compile": compile}
@@ -245,7 +248,7 @@ def bench_mode(
     for stage in STAGES:
         sec = _timed(harness.steps[stage], max(0, warmup - 1), steps, device)
         result[f"{stage}_images_per_s"] = cfg.batch_size / sec
-    loss_s = _timed(_loss_call(cfg, images, loss_fn, device, choice, mode), warmup, steps, device)
+    loss_s = _timed(_loss_call(cfg, images, loss_fn, device, choice), warmup, steps, device)
     result["loss_ms"] = 1000 * loss_s
     result["loss_share"] = loss_s * result["latent_images_per_s"] / cfg.batch_size
     for n in (1, 64):
@@ -262,18 +265,15 @@ def _loss_call(
     loss_fn: Any,
     device: torch.device,
     choice: Precision,
-    mode: str,
 ) -> Callable[[], Any]:
-    """One loss forward + backward at the stage-1 batch, as the mode's step computes it."""
+    """One loss forward + backward at the stage-1 batch, in ``choice``'s numerics and layout."""
     idx = np.arange(cfg.batch_size) % len(images)
     x = torch.from_numpy(images[idx].transpose(0, 3, 1, 2).copy()).to(device).float() / 255
-    optimised = mode == "optimised"
-    if optimised:
-        x = x.contiguous(memory_format=choice.memory_format)
+    x = x.contiguous(memory_format=choice.memory_format)
     pred = x.flip(0).requires_grad_(True)
 
     def call() -> None:
-        with choice.autocast(device.type) if optimised else contextlib.nullcontext():
+        with choice.autocast(device.type):
             loss = loss_fn(pred, x)
         loss.backward()
         pred.grad = None
@@ -301,9 +301,10 @@ def bench(
     keys = ("image_size", "channels", "width", "arch", "batch_size", "loss", "vgg_layers")
     result: dict[str, Any] = {"config": {k: getattr(cfg, k) for k in keys}}
     result["config"]["precision_requested"] = cfg.precision
-    choice = precision_policy.resolve(cfg.precision, device, cfg.memory_format)
     if mode == "plain":
-        choice = Precision("fp32", False, "plain baseline: fp32, contiguous")
+        choice = PLAIN
+    else:
+        choice = precision_policy.resolve(cfg.precision, device, cfg.memory_format)
     result["precision"] = choice.to_dict()
     result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result["cpu"] = precision_policy.cpu_model()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lordfx.errors import LordfxError
+from lordfx.precision import onednn_bf16
 from lordfx_trainer.weights import load_vgg16_features
 
 # torchvision vgg16().features indices whose *outputs* are tapped (the ReLU after each conv).
@@ -45,12 +46,6 @@ def parse_vgg_layers(text: str) -> tuple[str, ...]:
             f"vgg_layers: unknown or empty layer list {text!r}; valid: {', '.join(VGG16_TAPS)}"
         )
     return names
-
-
-def _onednn_has_bf16() -> bool:
-    from lordfx.precision import onednn_bf16
-
-    return onednn_bf16()
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -113,7 +108,7 @@ class VGGPerceptualLoss(nn.Module):
         layers: tuple[str, ...] = PAPER_LAYERS,
     ) -> None:
         super().__init__()
-        self.cpu_bf16 = _onednn_has_bf16() if cpu_bf16 is None else cpu_bf16
+        self.cpu_bf16 = onednn_bf16() if cpu_bf16 is None else cpu_bf16
         if features is None:
             features = load_vgg16_features()
         pool5 = VGG16_TAPS["pool5"]
