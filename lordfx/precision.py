@@ -234,9 +234,8 @@ def resolve(
             f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}"
         )
     device = torch.device(device)
-    if requested != "auto":
-        cl = memory_format == "channels_last" or (memory_format == "auto" and requested == "bf16")
-        choice = Precision(requested, cl, f"forced: precision={requested}")
+    if requested != "auto":  # a forced memory_format is applied below, as for "auto"
+        choice = Precision(requested, requested == "bf16", f"forced: precision={requested}")
     elif device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
         name = torch.cuda.get_device_name(device)
