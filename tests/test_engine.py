@@ -307,6 +307,17 @@ def test_time_budget_ends_each_stage_early_and_still_writes_the_bundle(tmp_path)
         TrainConfig(stage_minutes=-1.0)
 
 
+def test_stage_two_can_have_its_own_time_budget():
+    same = TrainConfig(stage_minutes=30.0)
+    assert (same.minutes_for("latent"), same.minutes_for("amortized")) == (30.0, 30.0)
+    own = TrainConfig(stage_minutes=30.0, amortized_minutes=10.0)
+    assert (own.minutes_for("latent"), own.minutes_for("amortized")) == (30.0, 10.0)
+    unlimited = TrainConfig(stage_minutes=30.0, amortized_minutes=0.0)
+    assert unlimited.minutes_for("amortized") == 0.0
+    with pytest.raises(UsageError, match="amortized_minutes"):
+        TrainConfig(amortized_minutes=-2.0)
+
+
 def _train_proc(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", "from lordfx.cli import main; main()", "train", *args]

@@ -136,7 +136,7 @@ def test_roll_is_measured_and_undone(theta):
 @pytest.fixture
 def three_faces(monkeypatch):
     faces = [BOX, FaceBox(400, 100, 80, 80, 5.0), FaceBox(50, 60, 40, 40)]
-    monkeypatch.setattr(face_pre, "detect_faces", lambda image, estimate_roll=True: faces)
+    monkeypatch.setattr(face_pre, "detect_faces", lambda image, *args, **kwargs: faces)
     return faces
 
 
@@ -156,7 +156,7 @@ def test_face_index_selects_a_face_and_reports_out_of_range(three_faces):
 
 def test_small_rolls_keep_the_training_framing(monkeypatch):
     tilted = [dataclasses.replace(BOX, roll_degrees=1.5)]
-    monkeypatch.setattr(face_pre, "detect_faces", lambda image, estimate_roll=True: tilted)
+    monkeypatch.setattr(face_pre, "detect_faces", lambda image, *args, **kwargs: tilted)
     _, ctx = FacePreprocessor(64).to_model(Image.fromarray(synthetic_photo()))
     assert ctx.face.roll_degrees == 0.0
 

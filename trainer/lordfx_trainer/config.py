@@ -63,6 +63,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # lordfx.precision: per machine
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     stage_minutes: float = 0.0  # > 0: each stage also ends after this much training time
+    amortized_minutes: float = -1.0  # >= 0: stage 2's own budget (0 = none); < 0: stage_minutes
     log_every: int = 50
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
     grid_every: int = 5  # epochs
@@ -72,6 +73,10 @@ class TrainConfig:
         checks = [
             (self.batch_size > 0, "batch_size must be positive"),
             (self.stage_minutes >= 0, "stage_minutes must be >= 0 (0 = no time budget)"),
+            (
+                self.amortized_minutes >= 0 or self.amortized_minutes == -1.0,
+                "amortized_minutes must be >= 0 (-1 = same as stage_minutes)",
+            ),
             (self.latent_epochs >= 0 and self.amortized_epochs >= 0, "epochs must be >= 0"),
             (self.content_noise_std >= 0 and self.content_decay >= 0, "σ and λ must be >= 0"),
             (self.class_mode in ("latent", "amortized"), "class_mode: latent | amortized"),
@@ -102,6 +107,12 @@ class TrainConfig:
         from lordfx_trainer.losses import parse_vgg_layers
 
         parse_vgg_layers(self.vgg_layers)
+
+    def minutes_for(self, stage: str) -> float:
+        """The time budget of one stage in minutes (0 = none)."""
+        if stage == "amortized" and self.amortized_minutes >= 0:
+            return self.amortized_minutes
+        return self.stage_minutes
 
     def model_config(self) -> ModelConfig:
         try:

@@ -142,7 +142,7 @@ class Run:
             module=module,
             optimizer=opt,
             scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
-            minutes=cfg.stage_minutes,
+            minutes=cfg.minutes_for(name),
         )
 
     def _latent_spec(self) -> loop.StageSpec:

@@ -38,19 +38,27 @@ def swap_pose_command(
         help="warp: move FACE's own pixels at the photo's resolution as the model moves its "
         "reconstruction (sharp); generate: paste the model's pixels (its resolution).",
     ),
+    align: str = typer.Option(
+        "haar",
+        "--align",
+        help="Where a tilted face's eye line comes from: haar (OpenCV's eye cascade) or dlib5 "
+        "(dlib's 5-point landmarks; pip install 'lordfx-faces[landmarks]').",
+    ),
 ) -> None:
     """Keep the identity of FACE and take the head pose and expression of REF."""
     from lordfx.batch import check_source, plan_batch, run_plan
     from lordfx.host import get_host
+    from lordfx_faces.detect import check_aligner
 
     check_source(face)  # names the file (and a broken symbolic link)
+    check_aligner(align)
     domain = get_host().domain("faces")
     if list_faces:  # detection only: needs no trained model
         import json
 
         from lordfx.imageio import read_image
 
-        pre = domain.make_preprocessor()
+        pre = domain.make_preprocessor().with_align(align)
         for row in pre.list_faces(read_image(face)):
             typer.echo(json.dumps(row))
         return
@@ -67,6 +75,7 @@ def swap_pose_command(
     import lordfx
 
     editor = lordfx.load("faces")
+    editor.pre = editor.pre.with_align(align)
     ref_codes = editor.encode_content_file(ref)
 
     def process(path: Path):  # noqa: ANN202

@@ -159,17 +159,42 @@ def find_eyes(grey: np.ndarray, box: tuple[int, int, int, int]) -> tuple[Point, 
     return (ox + lx, oy + ly), (ox + rx, oy + ry)
 
 
-def detect_faces(image: np.ndarray, estimate_roll: bool = True) -> list[FaceBox]:
+#: Where the roll's eye line comes from: the Haar eye cascade (default, no extra) or dlib's
+#: 5-point landmark model (extra ``landmarks``, :mod:`lordfx_faces.landmarks`).
+ALIGNERS = ("haar", "dlib5")
+
+
+def check_aligner(align: str) -> str:
+    """``align`` if it names an aligner, else a UsageError listing them."""
+    if align not in ALIGNERS:
+        from lordfx.errors import UsageError
+
+        raise UsageError(f"--align {align!r}: valid: {', '.join(ALIGNERS)}")
+    return align
+
+
+def detect_faces(
+    image: np.ndarray, estimate_roll: bool = True, align: str = "haar"
+) -> list[FaceBox]:
     """Detect faces in an RGB photo, largest first.
 
     Shape: (H, W, 3) RGB uint8 (or (H, W) grey) → list of :class:`FaceBox`.
-    The photo is not resized or equalised first, matching the celeba_faces recipe.
+    The photo is not resized or equalised first, matching the celeba_faces recipe; ``align``
+    picks the eye finder of the roll (:data:`ALIGNERS`), the boxes are the same for both.
     """
+    check_aligner(align)
     grey = to_grey(image)
+    eye_finder = find_eyes
+    if align == "dlib5":
+        from lordfx_faces import landmarks
+
+        eye_finder = landmarks.find_eyes
     faces = []
     for box in detect_boxes(grey):
-        eyes = find_eyes(grey, box) if estimate_roll else None
+        eyes = eye_finder(grey, box) if estimate_roll else None
         roll = roll_from_eyes(*eyes) if eyes is not None else 0.0
+        if abs(roll) > MAX_ROLL_DEGREES:
+            eyes, roll = None, 0.0
         faces.append(FaceBox(*box, roll_degrees=roll, eyes=eyes))
     log.debug("detected %d face(s): %s", len(faces), faces)
     return faces

@@ -27,7 +27,7 @@ from lordfx_faces.align import (
     similarity_matrix,
     warp_to_crop,
 )
-from lordfx_faces.detect import FaceBox, detect_faces
+from lordfx_faces.detect import FaceBox, check_aligner, detect_faces
 from lordfx_faces.paste import (
     CELEBA_ELLIPSE,
     DEFAULT_FEATHER,
@@ -82,7 +82,9 @@ class FacePreprocessor:
 
     ``face_index`` picks a face in detection order (largest first, see ``list_faces``);
     ``None`` means the largest. ``correct_roll`` rotates tilted faces upright (by the eye
-    line) before the model sees them and rotates the result back when pasting.
+    line) before the model sees them and rotates the result back when pasting; ``align``
+    says where that eye line comes from (``"haar"``: OpenCV's eye cascade; ``"dlib5"``:
+    dlib's 5-point model, extra ``landmarks``; see docs/results.md for how they compare).
     """
 
     image_size: int
@@ -90,6 +92,7 @@ class FacePreprocessor:
     correct_roll: bool = True
     feather: float = DEFAULT_FEATHER
     color_match: bool = True
+    align: str = "haar"
     # The crop's framing and the paste mask (subclasses with another framing override).
     framing: ClassVar[Framing] = CELEBA_FRAMING
     ellipse: ClassVar[Ellipse] = CELEBA_ELLIPSE
@@ -99,14 +102,19 @@ class FacePreprocessor:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         if self.face_index is not None and self.face_index < 0:
             raise ValueError(f"face_index must be ≥ 0, got {self.face_index}")
+        check_aligner(self.align)
 
     def with_face_index(self, face_index: int | None) -> FacePreprocessor:
         """A copy that edits another face (for ``--face N``)."""
         return dataclasses.replace(self, face_index=face_index)
 
+    def with_align(self, align: str) -> FacePreprocessor:
+        """A copy whose roll comes from another eye finder (for ``--align``)."""
+        return dataclasses.replace(self, align=check_aligner(align))
+
     def detect(self, image: Image.Image) -> list[FaceBox]:
         """Faces in ``image``, largest first, with the roll this preprocessor will use."""
-        faces = detect_faces(_rgb_array(image), estimate_roll=self.correct_roll)
+        faces = detect_faces(_rgb_array(image), self.correct_roll, self.align)
         return [
             f
             if abs(f.roll_degrees) >= MIN_ROLL_DEGREES

@@ -155,3 +155,37 @@ def _eval_faces_render(
     result = evaluate_render_modes(path, data, settings, command, out)
     typer.echo(f"wrote {(out or path) / EVAL_RENDER_FILE}", err=True)
     typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))
+
+
+def eval_faces_align_command(
+    photos: Path = typer.Option(
+        Path("../shared/data/celeba_wild_samples"), "--photos", help="Folder of full photos."
+    ),
+    align: str = typer.Option(
+        "none,haar,dlib5", "--align", help="Arms: none (no roll), haar, dlib5 (comma list)."
+    ),
+    pairs: int = typer.Option(200, "--pairs", help="swap-pose (FACE, REF) pairs (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the pairs."),
+    render: str = typer.Option("warp", "--render", help="warp or generate."),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for eval_faces_align.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
+) -> None:
+    """Faces alignment (issue 17): the roll from dlib's 5 points vs the Haar eye cascade vs
+    none, on full photos with the shipped faces model — residual roll in the aligned crop and
+    swap-pose identity/pose (needs the `eval-faces` extra). Prints a markdown table."""
+    from lordfx.render import check_render
+    from lordfx_trainer.evaluation.face_align import (
+        EVAL_ALIGN_FILE,
+        AlignEvalSettings,
+        evaluate_alignment,
+        summary_markdown,
+    )
+
+    check_render(render)
+    arms = tuple(a.strip() for a in align.split(",") if a.strip())
+    settings = AlignEvalSettings(arms=arms, pairs=pairs, seed=seed, render=render)
+    command = ["lordfx", "eval-faces-align", "--photos", str(photos), "--align", ",".join(arms)]
+    command += ["--pairs", str(pairs), "--seed", str(seed), "--render", render, "--out", str(out)]
+    result = evaluate_alignment(photos, settings, out, command)
+    typer.echo(f"wrote {out / EVAL_ALIGN_FILE}", err=True)
+    typer.echo(json.dumps(result, indent=2) if as_json else summary_markdown(result))

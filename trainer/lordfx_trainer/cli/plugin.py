@@ -27,6 +27,7 @@ def register_commands(app: typer.Typer) -> None:
     app.command("export-weights")(export_cli.export_weights_command)
     app.command("eval")(eval_cli.eval_command)
     app.command("eval-faces")(eval_cli.eval_faces_command)
+    app.command("eval-faces-align")(eval_cli.eval_faces_align_command)
     from lordfx_trainer.cli.eval_expressions_cli import eval_expressions_command
 
     app.command("eval-expressions")(eval_expressions_command)
