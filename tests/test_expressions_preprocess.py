@@ -95,10 +95,13 @@ def test_editor_uses_the_bundle_size_and_grey_input(editor, photo):
     x, ctx = editor.pre.to_model(photo)
     assert x.shape == (1, SIZE, SIZE) and x.dtype == torch.float32 and 0 <= x.min() < x.max() <= 1
     assert ctx.crop.shape == (SIZE, SIZE, 3) and ctx.num_faces == 1
-    # The FER framing makes the crop (almost) the Haar box itself.
+    # The FER framing makes the crop (almost) the Haar box itself (turned by the roll, if any):
+    # the box centre lands on the crop centre and its width on the crop's side.
     f = ctx.face
-    corners = ctx.M[:, :2] @ np.array([[f.x, f.x + f.w], [f.y, f.y + f.h]]) + ctx.M[:, 2:]
-    np.testing.assert_allclose(corners, [[0, SIZE], [0, SIZE]], atol=0.02 * SIZE + 0.5)
+    centre = ctx.M[:, :2] @ np.array([f.x + f.w / 2, f.y + f.h / 2]) + ctx.M[:, 2]
+    np.testing.assert_allclose(centre, [SIZE / 2, SIZE / 2], atol=0.02 * SIZE + 0.5)
+    scale = np.sqrt(abs(np.linalg.det(ctx.M[:, :2])))
+    assert scale * f.w == pytest.approx(SIZE, abs=0.02 * SIZE + 0.5)
 
 
 def test_tight_crops_are_detected_with_a_margin(photo):
@@ -176,16 +179,20 @@ def test_strength_zero_is_the_reconstruction(editor, photo):
 
 
 def test_residual_edit_adds_the_model_change_at_full_resolution(editor, photo):
-    x, ctx = editor.pre.to_model(photo)
+    # An upright crop (the Haar eye line reads this face's roll below 2°: no rotation), so the
+    # model's pixel grid and the photo's stay parallel for the comparison below.
+    pre = editor.pre.with_align("haar")
+    x, ctx = pre.to_model(photo)
+    assert ctx.face.roll_degrees == 0.0
     with torch.no_grad():
         own = editor.model.encode_class(x[None])
         content = editor.model.encode_content(x[None])
         base = editor.model.decode(content, own)[0]
         target = editor.model.decode(content, editor.class_code("happy")[None])[0]
-    out = np.asarray(editor.pre.from_model_delta(target, base, ctx, photo), dtype=np.int16)
+    out = np.asarray(pre.from_model_delta(target, base, ctx, photo), dtype=np.int16)
     luma_change = _ycbcr(Image.fromarray(out.astype(np.uint8)))[..., 0] - _ycbcr(photo)[..., 0]
     # The face centre moves by the model's mean change there (up to resampling/rounding).
-    mid = editor.pre.image_size // 2
+    mid = pre.image_size // 2
     expected = float((target - base)[0, mid - 2 : mid + 2, mid - 2 : mid + 2].mean()) * 255
     fx, fy, fw, fh = ctx.face.x, ctx.face.y, ctx.face.w, ctx.face.h
     centre = luma_change[fy + fh // 2 - 3 : fy + fh // 2 + 3, fx + fw // 2 - 3 : fx + fw // 2 + 3]

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from lordfx_faces import landmarks
-from lordfx_faces.detect import ALIGNERS, check_aligner, detect_faces
+from lordfx_faces.detect import ALIGNERS, check_aligner, detect_faces, resolve_aligner
 from lordfx_faces.preprocess import FacePreprocessor
 from typer.testing import CliRunner
 
@@ -23,14 +23,24 @@ needs_dlib = pytest.mark.skipif(not landmarks.available(), reason="extra 'landma
 
 
 def test_aligner_names_are_checked():
-    assert ALIGNERS == ("haar", "dlib5")
+    assert ALIGNERS == ("auto", "haar", "dlib5")
     assert check_aligner("dlib5") == "dlib5"
-    with pytest.raises(UsageError, match="--align 'eyes': valid: haar, dlib5"):
+    with pytest.raises(UsageError, match="--align 'eyes': valid: auto, haar, dlib5"):
         check_aligner("eyes")
-    with pytest.raises(UsageError, match="valid: haar, dlib5"):
+    with pytest.raises(UsageError, match="valid: auto, haar, dlib5"):
         FacePreprocessor(image_size=64, align="nope")
     pre = FacePreprocessor(image_size=64).with_align("dlib5")
     assert pre.align == "dlib5" and pre.image_size == 64
+    assert FacePreprocessor(image_size=64).align == "auto"
+    expected = "dlib5" if landmarks.available() else "haar"
+    assert resolve_aligner("auto") == expected and resolve_aligner("haar") == "haar"
+
+
+def test_auto_without_the_extra_is_the_haar_path(monkeypatch):
+    photo = np.asarray(read_image(EXAMPLES / "astronaut.jpg"))
+    monkeypatch.setattr(landmarks, "available", lambda: False)
+    assert resolve_aligner("auto") == "haar"
+    assert detect_faces(photo, align="auto") == detect_faces(photo, align="haar")
 
 
 def test_eye_centres_from_five_points_are_ordered_image_left_first():
@@ -47,7 +57,7 @@ def test_swap_pose_rejects_an_unknown_aligner(tmp_path):
     cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
     result = CliRunner().invoke(build_app(), ["swap-pose", str(photo), str(photo), "--align", "x"])
     assert result.exit_code == 2
-    assert "--align 'x': valid: haar, dlib5" in result.output
+    assert "--align 'x': valid: auto, haar, dlib5" in result.output
 
 
 @needs_dlib

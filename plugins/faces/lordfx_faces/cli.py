@@ -39,10 +39,11 @@ def swap_pose_command(
         "reconstruction (sharp); generate: paste the model's pixels (its resolution).",
     ),
     align: str = typer.Option(
-        "haar",
+        "auto",
         "--align",
-        help="Where a tilted face's eye line comes from: haar (OpenCV's eye cascade) or dlib5 "
-        "(dlib's 5-point landmarks; pip install 'lordfx-faces[landmarks]').",
+        help="Where a tilted face's eye line comes from: haar (OpenCV's eye cascade), dlib5 "
+        "(dlib's 5-point landmarks, more accurate; pip install 'lordfx-faces[landmarks]') or "
+        "auto (dlib5 when installed, else haar).",
     ),
 ) -> None:
     """Keep the identity of FACE and take the head pose and expression of REF."""

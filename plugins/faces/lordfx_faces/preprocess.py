@@ -84,7 +84,8 @@ class FacePreprocessor:
     ``None`` means the largest. ``correct_roll`` rotates tilted faces upright (by the eye
     line) before the model sees them and rotates the result back when pasting; ``align``
     says where that eye line comes from (``"haar"``: OpenCV's eye cascade; ``"dlib5"``:
-    dlib's 5-point model, extra ``landmarks``; see docs/results.md for how they compare).
+    dlib's 5-point model, extra ``landmarks``; ``"auto"``: dlib5 when installed, else haar —
+    see docs/results.md for how they compare).
     """
 
     image_size: int
@@ -92,7 +93,7 @@ class FacePreprocessor:
     correct_roll: bool = True
     feather: float = DEFAULT_FEATHER
     color_match: bool = True
-    align: str = "haar"
+    align: str = "auto"
     # The crop's framing and the paste mask (subclasses with another framing override).
     framing: ClassVar[Framing] = CELEBA_FRAMING
     ellipse: ClassVar[Ellipse] = CELEBA_ELLIPSE
