@@ -67,11 +67,13 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
     grid_every: int = 5  # epochs
+    curve_every: int = 0  # steps; > 0: probe/held-out quality points in curve.jsonl (curve.py)
     allow_random_weights: bool = False  # VGG without ImageNet weights: explicit and recorded
 
     def __post_init__(self) -> None:
         checks = [
             (self.batch_size > 0, "batch_size must be positive"),
+            (self.curve_every >= 0, "curve_every must be >= 0 (0 = no curve.jsonl)"),
             (self.stage_minutes >= 0, "stage_minutes must be >= 0 (0 = no time budget)"),
             (
                 self.amortized_minutes >= 0 or self.amortized_minutes == -1.0,

@@ -290,6 +290,12 @@ class DistributedRun(Run):
         if self.is_main:
             super()._on_log(row)
 
+    def _on_step(self, step: int) -> None:
+        if self.cfg.curve_every and step % self.cfg.curve_every == 0:
+            with self._whole_table():  # a collective: every rank takes part
+                if self.is_main:
+                    self.curve_point()
+
     def _on_epoch_end(self, epoch: int) -> None:
         if epoch % self.cfg.grid_every != 0 and epoch != self.spec.epochs:
             return

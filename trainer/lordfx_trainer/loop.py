@@ -122,6 +122,7 @@ def run_stage(
     on_epoch_end: Callable[[int], None],
     log_every: int,
     checkpoint_every: int,
+    on_step: Callable[[int], None] | None = None,
 ) -> None:
     """Run ``spec`` from ``state`` to the end of its epochs, checkpointing along the way.
 
@@ -161,6 +162,8 @@ def run_stage(
             if state.global_step % log_every == 0:
                 on_log(_summary(sums, log_every, seen, t0, state, spec))
                 sums, seen, t0 = {}, 0, time.perf_counter()
+            if on_step is not None:
+                on_step(state.global_step)
             if state.global_step % checkpoint_every == 0:
                 save()
         state.epoch += 1

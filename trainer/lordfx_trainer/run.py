@@ -5,6 +5,7 @@ Run directory:
     trainer_state.pt   latest checkpoint (model, optimiser, schedule, RNG, position)
     latent.safetensors stage-1 result (generator + codes), written when stage 1 ends
     metrics.jsonl      one row per log interval; losses.png; *_grid_*.png swap grids
+    curve.jsonl        quality over training time (curve_every > 0; lordfx_trainer.curve)
     bundle/            the trained model (lordfx.bundle format)
 """
 
@@ -26,6 +27,7 @@ from lordfx.nets import AmortizedModel
 from lordfx.precision import Precision
 from lordfx_trainer import loop
 from lordfx_trainer.config import TrainConfig
+from lordfx_trainer.curve import TrainingCurve
 from lordfx_trainer.data.base import ImageDataset
 from lordfx_trainer.grids import pick_grid_indices, plot_losses, save_grid, swap_grid
 from lordfx_trainer.models import LatentModel
@@ -122,6 +124,9 @@ class Run:
         ).to(self.device)
         self.amortized: AmortizedModel | None = None
         self.spec = self._latent_spec()
+        self.curve = (
+            TrainingCurve(self.dir, train, heldout, self.device) if cfg.curve_every else None
+        )
 
     # -- stages ----------------------------------------------------------------------------
     def _memory_format(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -248,6 +253,7 @@ class Run:
                 self._on_epoch_end,
                 self.cfg.log_every,
                 self.cfg.checkpoint_every,
+                self._on_step,
             )
 
     # -- callbacks --------------------------------------------------------------------------
@@ -274,6 +280,21 @@ class Run:
         if epoch % self.cfg.grid_every == 0 or epoch == self.spec.epochs:
             self.write_grid(epoch)
             plot_losses(self.dir / "metrics.jsonl", self.dir / "losses.png")
+        every = self.cfg.curve_every
+        if epoch == self.spec.epochs and every and self.state.global_step % every:
+            self.curve_point()  # every stage ends with a point
+
+    def _on_step(self, step: int) -> None:
+        if self.cfg.curve_every and step % self.cfg.curve_every == 0:
+            self.curve_point()
+
+    def curve_point(self) -> dict | None:
+        """One row of curve.jsonl for the model as it is now (lordfx_trainer.curve)."""
+        if self.curve is None or not self.is_main:
+            return None
+        if self.state.stage == "latent":
+            return self.curve.latent_point(self.latent, self.state)
+        return self.curve.amortized_point(self.amortized, self.state, self.autocast)
 
     @torch.no_grad()
     def write_grid(self, epoch: int) -> Path:
@@ -344,6 +365,8 @@ class Run:
         )
         if self.is_main:
             loop.truncate_jsonl(self.dir / "metrics.jsonl", state.stage, state.global_step)
+            if self.curve is not None:
+                self.curve.truncate(state.stage, state.global_step)
         log.info(
             "resumed %s at stage %s, epoch %d, step %d",
             self.dir,
