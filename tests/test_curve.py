@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,16 +45,20 @@ def test_latent_point_reads_what_the_content_codes_carry(tmp_path):
         )
         codes[:, :num_views] += 4 * torch.nn.functional.one_hot(torch.from_numpy(views), num_views)
         model.content_embedding.weight.copy_(codes)
-    train = SimpleNamespace(class_ids=class_ids, content_labels=labels)
+    images = np.zeros((len(views), 16, 16, 1), np.uint8)  # under 32²: no LPIPS columns
+    train = SimpleNamespace(
+        class_ids=class_ids, content_labels=labels, num_classes=num_classes, images=images
+    )
     curve = TrainingCurve(tmp_path, train, None, torch.device("cpu"))
     state = loop.LoopState(stage="latent", epoch=1, global_step=7, elapsed_s=12.34)
-    row = curve.latent_point(model, state)
+    row = curve.latent_point(model, state, contextlib.nullcontext)
     assert row is not None and _rows(tmp_path) == [row]
     assert (row["stage"], row["step"], row["epoch"], row["elapsed_s"]) == ("latent", 7, 1, 12.3)
     assert row["content_labels_from_content"] > 0.9
     assert row["content_labels_from_content_chance"] < 0.25
     assert row["class_from_content"] < 0.5  # 4 classes: chance 0.25, codes carry none
     assert row["content_code_rms"] > 1.0
+    assert "train_lpips_alex" not in row
 
 
 def test_curve_every_is_validated():
@@ -81,12 +86,16 @@ def test_tiny_run_writes_curve_points_for_both_stages(tmp_path):
     try:
         weights.provision("alexnet", download=False)
     except LordfxError:
-        assert not amortized and "no held-out LPIPS points" in result.stderr
+        assert not amortized and "no LPIPS points" in result.stderr
+        assert all("train_lpips_alex" not in r for r in latent)
         return
+    for r in latent:  # transfer between training classes, beside copying the class image
+        assert 0 < r["train_lpips_alex"] < 1 and r["train_pairs"] == 500
+        assert r["train_copy_class_lpips_alex"] == latent[0]["train_copy_class_lpips_alex"]
     last = max(r["step"] for r in metrics if r["stage"] == "amortized")
     expected = sorted({*range(4, last + 1, 4), last})  # every 4th and the stage's last
     assert [r["step"] for r in amortized] == expected
-    assert amortized[-1]["pairs"] == 500
+    assert amortized[-1]["heldout_pairs"] == 500
     assert all(0 < r["heldout_lpips_alex"] < 1 and 0 < r["heldout_l1"] < 1 for r in amortized)
 
 

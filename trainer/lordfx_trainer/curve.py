@@ -2,8 +2,10 @@
 
 Stage 1 (latent): linear probes on the stage-1 content codes of training images — do they
 carry the known content labels (e.g. Cars3D azimuth/elevation) and do they stay free of
-the class (y←c)? A run whose content codes stay at chance renders every image with one
-average view however low its loss goes, which only a probe or a swap grid reveals.
+the class (y←c)? — and content-transfer LPIPS between training classes, G(c_j, e_y(i))
+against the real image of i's class at j's content labels, beside copying i. A run whose
+content codes carry too little renders every image with one average view however low its
+loss goes, which only such a measure or a swap grid reveals.
 
 Stage 2 (amortized): content-transfer LPIPS (alex v0.1) on seeded held-out pairs with
 ground truth (paper Table 1 protocol, :mod:`lordfx_trainer.evaluation.transfer`).
@@ -11,8 +13,8 @@ ground truth (paper Table 1 protocol, :mod:`lordfx_trainer.evaluation.transfer`)
 Each point is one row of ``curve.jsonl`` in the run directory: stage, step, epoch, the
 stage's training seconds so far and the metrics. Rows after a resumed checkpoint are
 dropped like those of metrics.jsonl. Points need ImageNet LPIPS weights for stage 2
-(``lordfx weights``, looked up locally only); without them the stage-2 points are skipped
-with one warning.
+(``lordfx weights``, looked up locally only); without them, or below 32², the points have no
+LPIPS columns (one warning).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from lordfx_trainer import loop
 
 log = logging.getLogger("lordfx.trainer")
 CURVE_FILE = "curve.jsonl"
-CURVE_PAIRS = 500  # held-out transfer pairs per stage-2 point (seed 0)
+CURVE_PAIRS = 500  # transfer pairs per point (seed 0), training or held-out classes
 MIN_LPIPS_SIZE = 32  # AlexNet's strides leave nothing of smaller images
 PROBE_CODES = 6000  # at most this many stage-1 codes per probe (seeded subset)
 
@@ -42,16 +44,26 @@ class TrainingCurve:
         self.path = Path(run_dir) / CURVE_FILE
         self.train, self.heldout, self.device = train, heldout, device
         self._lpips: Any = None
-        self._heldout: tuple[torch.Tensor, Any] | None = None
+        # part → (images the pairs use, their indices (sorted), pairs, copy-class LPIPS)
+        self._pairs: dict[str, tuple[torch.Tensor, np.ndarray, Any, float]] = {}
         self._disabled: set[str] = set()
 
     def truncate(self, stage: str, step: int) -> None:
         loop.truncate_jsonl(self.path, stage, step)
 
     @torch.no_grad()
-    def latent_point(self, model: Any, state: loop.LoopState) -> dict | None:
-        """Probe accuracies of the stage-1 content codes (latent content codes only)."""
-        if model.content_mode != "latent" or "latent" in self._disabled:
+    def latent_point(
+        self,
+        model: Any,
+        state: loop.LoopState,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> dict | None:
+        """Probes of the stage-1 content codes and transfer between *training* cars.
+
+        Transfer: G(c_j, e_y(i)) for seeded training pairs with ground truth (same protocol as
+        the held-out one, on training classes: stage 1 has no encoders for unseen ones).
+        """
+        if model.content_mode != "latent":
             return None
         from lordfx_trainer.evaluation.leakage import ProbeSettings, probe
 
@@ -66,6 +78,17 @@ class TrainingCurve:
             views = probe(codes, labels, "logistic", settings)
             row["content_labels_from_content"] = views["accuracy"]
             row["content_labels_from_content_chance"] = views["chance"]
+        if self._ready("train"):
+            copy = self._pairs["train"][3]
+            class_ids = torch.from_numpy(self.train.class_ids).to(self.device)
+
+            def transfer(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+                content = model.content_embedding(j)
+                x_i = self._images("train", i)
+                return model.generator(content, model.class_codes(x_i, class_ids[i]))
+
+            row.update(self._score("train", transfer, model, autocast))
+            row["train_copy_class_lpips_alex"] = copy
         return self._write("latent", state, row)
 
     @torch.no_grad()
@@ -76,11 +99,28 @@ class TrainingCurve:
         autocast: Callable[[], AbstractContextManager],
     ) -> dict | None:
         """Held-out content-transfer LPIPS/L1 of the encoders as they are now."""
-        if "amortized" in self._disabled or not self._heldout_ready():
+        if not self._ready("heldout"):
             return None
+        copy = self._pairs["heldout"][3]
+
+        def transfer(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+            return model.transfer(self._images("heldout", i), self._images("heldout", j))
+
+        row = self._score("heldout", transfer, model, autocast)
+        row["heldout_copy_class_lpips_alex"] = copy
+        return self._write("amortized", state, row)
+
+    def _score(
+        self,
+        part: str,
+        transfer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        model: Any,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> dict:
+        """Mean LPIPS alex and L1 of ``transfer`` on the part's pairs, model in eval mode."""
         from lordfx_trainer.evaluation.transfer import pair_metrics
 
-        images, pairs = self._heldout  # type: ignore[misc]
+        pairs = self._pairs[part][2]
         was_training = model.training
         model.eval()
         lpips, l1 = [], []
@@ -88,47 +128,68 @@ class TrainingCurve:
             sl = slice(start, start + 100)
             i = torch.from_numpy(pairs.class_idx[sl]).to(self.device)
             j = torch.from_numpy(pairs.content_idx[sl]).to(self.device)
-            target = images[torch.from_numpy(pairs.target_idx[sl]).to(self.device)]
+            target = self._images(part, torch.from_numpy(pairs.target_idx[sl]))
             with autocast():
-                out = model.transfer(images[i], images[j])
+                out = transfer(i, j)
             m = pair_metrics(out.float(), target, {"alex": self._lpips})
             lpips.append(m["lpips_alex"].cpu().numpy())
             l1.append(m["l1"].cpu().numpy())
         model.train(was_training)
-        row = {
-            "heldout_lpips_alex": float(np.concatenate(lpips).mean()),
-            "heldout_l1": float(np.concatenate(l1).mean()),
-            "pairs": len(pairs),
+        return {
+            f"{part}_lpips_alex": float(np.concatenate(lpips).mean()),
+            f"{part}_l1": float(np.concatenate(l1).mean()),
+            f"{part}_pairs": len(pairs),
         }
-        return self._write("amortized", state, row)
 
-    def _heldout_ready(self) -> bool:
-        if self._heldout is not None:
+    def _ready(self, part: str) -> bool:
+        """Pairs of ``part`` ("train" or "heldout") and the LPIPS net, built once."""
+        if part in self._pairs:
             return True
-        held = self.heldout
-        if held is None or held.content_labels is None or held.num_classes < 2:
-            self._disabled.add("amortized")  # nothing with ground truth to score against
+        if part in self._disabled or "lpips" in self._disabled:
             return False
-        if min(held.images.shape[1:3]) < MIN_LPIPS_SIZE:
-            log.warning("training curve: no held-out LPIPS points (images under %d² are too "
-                        "small for LPIPS alex)", MIN_LPIPS_SIZE)  # fmt: skip
-            self._disabled.add("amortized")
+        data = self.train if part == "train" else self.heldout
+        if data is None or data.content_labels is None or data.num_classes < 2:
+            self._disabled.add(part)  # nothing with ground truth to score against
             return False
+        if self._lpips is None and not self._load_lpips(data):
+            self._disabled.add("lpips")
+            return False
+        from lordfx_trainer.evaluation.transfer import pair_metrics, sample_pairs
+
+        pairs = sample_pairs(data.class_ids, data.content_labels, CURVE_PAIRS, seed=0)
+        used = np.unique(np.concatenate([pairs.class_idx, pairs.content_idx, pairs.target_idx]))
+        images = torch.from_numpy(data.images[used].transpose(0, 3, 1, 2).copy())
+        self._pairs[part] = (images.to(self.device).float() / 255, used, pairs, 0.0)
+        copy = []
+        for start in range(0, len(pairs), 100):
+            sl = slice(start, start + 100)
+            i = self._images(part, torch.from_numpy(pairs.class_idx[sl]))
+            t = self._images(part, torch.from_numpy(pairs.target_idx[sl]))
+            copy.append(pair_metrics(i, t, {"alex": self._lpips})["lpips_alex"].cpu().numpy())
+        self._pairs[part] = (*self._pairs[part][:3], float(np.concatenate(copy).mean()))
+        return True
+
+    def _images(self, part: str, idx: torch.Tensor) -> torch.Tensor:
+        """Images of dataset indices ``idx`` (only those some pair uses are kept)."""
+        images, used = self._pairs[part][:2]
+        rows = np.searchsorted(used, idx.cpu().numpy())
+        return images[torch.from_numpy(rows).to(self.device)]
+
+    def _load_lpips(self, data: Any) -> bool:
         from lordfx.errors import LordfxError
         from lordfx_trainer import weights
-        from lordfx_trainer.evaluation.transfer import sample_pairs
         from lordfx_trainer.lpips_metric import make_lpips
 
+        if min(data.images.shape[1:3]) < MIN_LPIPS_SIZE:
+            log.warning("training curve: no LPIPS points (images under %d² are too small for "
+                        "LPIPS alex)", MIN_LPIPS_SIZE)  # fmt: skip
+            return False
         try:
             weights.provision("alexnet", download=False)  # never a download mid-training
             self._lpips = make_lpips("alex").to(self.device).eval()
         except (LordfxError, OSError) as exc:
-            log.warning("training curve: no held-out LPIPS points (%s)", str(exc).splitlines()[0])
-            self._disabled.add("amortized")
+            log.warning("training curve: no LPIPS points (%s)", str(exc).splitlines()[0])
             return False
-        pairs = sample_pairs(held.class_ids, held.content_labels, CURVE_PAIRS, seed=0)
-        images = torch.from_numpy(held.images.transpose(0, 3, 1, 2).copy()).to(self.device)
-        self._heldout = (images.float() / 255, pairs)
         return True
 
     def _write(self, stage: str, state: loop.LoopState, row: dict) -> dict:

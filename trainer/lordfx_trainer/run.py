@@ -293,7 +293,7 @@ class Run:
         if self.curve is None or not self.is_main:
             return None
         if self.state.stage == "latent":
-            return self.curve.latent_point(self.latent, self.state)
+            return self.curve.latent_point(self.latent, self.state, self.autocast)
         return self.curve.amortized_point(self.amortized, self.state, self.autocast)
 
     @torch.no_grad()
