@@ -97,6 +97,7 @@ def test_tiny_run_writes_curve_points_for_both_stages(tmp_path):
     assert [r["step"] for r in amortized] == expected
     assert amortized[-1]["heldout_pairs"] == 500
     assert all(0 < r["heldout_lpips_alex"] < 1 and 0 < r["heldout_l1"] < 1 for r in amortized)
+    assert (run / "curve.png").stat().st_size > 0
 
 
 def test_resume_drops_curve_rows_after_the_checkpoint(tmp_path):

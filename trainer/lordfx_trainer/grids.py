@@ -102,3 +102,46 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+def plot_curve(curve_path: Path, out: Path) -> Path | None:
+    """Transfer LPIPS over training hours from curve.jsonl (lordfx_trainer.curve).
+
+    Stage 1 points score pairs of training classes, stage 2 points held-out ones; the
+    dashed lines are copying the class image on the same pairs. Stage 2's clock starts where
+    stage 1's last point ends.
+    """
+    if not curve_path.exists():
+        return None
+    rows = [json.loads(line) for line in curve_path.read_text().splitlines() if line]
+    series = [("latent", "train", "training classes"), ("amortized", "heldout", "held-out classes")]
+    stage1_end = max((r["elapsed_s"] for r in rows if r["stage"] == "latent"), default=0.0)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for stage, part, label in series:
+        sel = [r for r in rows if r["stage"] == stage and f"{part}_lpips_alex" in r]
+        if not sel:
+            continue
+        offset = stage1_end if stage == "amortized" else 0.0
+        hours = [(r["elapsed_s"] + offset) / 3600 for r in sel]
+        line = ax.plot(hours, [r[f"{part}_lpips_alex"] for r in sel], "o-", label=label)[0]
+        copy = sel[-1][f"{part}_copy_class_lpips_alex"]
+        ax.axhline(copy, color=line.get_color(), linestyle="--", label=f"copy class ({part})")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("training hours (stage 1, then stage 2)")
+    ax.set_ylabel("transfer LPIPS alex ↓")
+    ax.legend()
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -5,7 +5,7 @@ Run directory:
     trainer_state.pt   latest checkpoint (model, optimiser, schedule, RNG, position)
     latent.safetensors stage-1 result (generator + codes), written when stage 1 ends
     metrics.jsonl      one row per log interval; losses.png; *_grid_*.png swap grids
-    curve.jsonl        quality over training time (curve_every > 0; lordfx_trainer.curve)
+    curve.jsonl        quality over training time (curve_every > 0; lordfx_trainer.curve), curve.png
     bundle/            the trained model (lordfx.bundle format)
 """
 
@@ -29,7 +29,13 @@ from lordfx_trainer import loop
 from lordfx_trainer.config import TrainConfig
 from lordfx_trainer.curve import TrainingCurve
 from lordfx_trainer.data.base import ImageDataset
-from lordfx_trainer.grids import pick_grid_indices, plot_losses, save_grid, swap_grid
+from lordfx_trainer.grids import (
+    pick_grid_indices,
+    plot_curve,
+    plot_losses,
+    save_grid,
+    swap_grid,
+)
 from lordfx_trainer.models import LatentModel
 from lordfx_trainer.steps import (
     STALLED_SATURATION,
@@ -293,8 +299,11 @@ class Run:
         if self.curve is None or not self.is_main:
             return None
         if self.state.stage == "latent":
-            return self.curve.latent_point(self.latent, self.state, self.autocast)
-        return self.curve.amortized_point(self.amortized, self.state, self.autocast)
+            row = self.curve.latent_point(self.latent, self.state, self.autocast)
+        else:
+            row = self.curve.amortized_point(self.amortized, self.state, self.autocast)
+        plot_curve(self.curve.path, self.dir / "curve.png")
+        return row
 
     @torch.no_grad()
     def write_grid(self, epoch: int) -> Path:
