@@ -66,6 +66,16 @@ def fake_run(root: Path, eval_result: dict | None = None, bundle: bool = True) -
     return run
 
 
+CURVE = [
+    {"stage": "latent", "step": 250, "elapsed_s": 1800.0, "train_lpips_alex": 0.2,
+     "train_copy_class_lpips_alex": 0.19, "content_labels_from_content": 0.05},
+    {"stage": "latent", "step": 500, "elapsed_s": 3600.0, "train_lpips_alex": 0.1,
+     "train_copy_class_lpips_alex": 0.19, "content_labels_from_content": 0.25},
+    {"stage": "amortized", "step": 250, "elapsed_s": 1800.0, "heldout_lpips_alex": 0.15,
+     "heldout_copy_class_lpips_alex": 0.18},
+]  # fmt: skip
+
+
 EVAL = {
     "transfer": {
         "num_pairs": 7,
@@ -142,6 +152,18 @@ def test_card_says_what_is_missing(tmp_path):
     card = (out / "lordfx_bare" / MODEL_CARD).read_text()
     assert "Not evaluated" in card and "lordfx eval" in card
     assert "| licence | **not recorded.**" in card
+    assert "Training curve" not in card  # no curve.jsonl: no section
+
+
+def test_card_shows_the_training_curve(tmp_path):
+    run = fake_run(tmp_path)
+    (run / "curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CURVE))
+    card = write_package(run, "curved", tmp_path / "dist") / "lordfx_curved" / MODEL_CARD
+    text = card.read_text()
+    assert "## Training curve" in text
+    assert "| latent | 250 | 0.50 | training | 0.200 | 0.190 | 0.050 |" in text
+    assert "| latent | 500 | 1.00 | training | 0.100 | 0.190 | 0.250 |" in text
+    assert "| amortized | 250 | 1.50 | held-out | 0.150 | 0.180 |  |" in text  # after stage 1
 
 
 @pytest.mark.parametrize(

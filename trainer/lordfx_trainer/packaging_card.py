@@ -29,6 +29,7 @@ RECIPE_KEYS = (
     "seed",
 )
 MAX_LISTED_CLASSES = 40
+MAX_CURVE_ROWS = 12  # per stage; evenly spaced, the last point always kept
 
 
 def model_card(
@@ -47,6 +48,7 @@ def model_card(
         _data_section(run, info),
         _recipe_section(run),
         _eval_section(run),
+        _curve_section(run),
         _files_section(bundle, info),
     ]
     return "\n".join(parts)
@@ -154,6 +156,43 @@ def _leakage_table(leakage: dict[str, Any]) -> str:
     return (
         "Leakage (how much class information the content codes carry; near chance is good):\n\n"
         "| codes | probe | accuracy |\n|---|---|---|\n" + "".join(rows)
+    )
+
+
+def _curve_section(run: RunFiles) -> str:
+    """Transfer quality over training time from curve.jsonl (``curve_every``), if recorded."""
+    import json
+
+    path = run.run_dir / "curve.jsonl"
+    if not path.is_file():
+        return ""  # older runs and runs without curve_every: nothing to show, nothing claimed
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    stage1_end = max((r["elapsed_s"] for r in rows if r["stage"] == "latent"), default=0.0)
+    lines = []
+    for stage, part in (("latent", "train"), ("amortized", "heldout")):
+        sel = [r for r in rows if r["stage"] == stage and f"{part}_lpips_alex" in r]
+        keep = sorted(
+            {round(k * (len(sel) - 1) / max(1, MAX_CURVE_ROWS - 1)) for k in range(MAX_CURVE_ROWS)}
+        )
+        for r in [sel[k] for k in keep if k < len(sel)]:
+            hours = (r["elapsed_s"] + (stage1_end if stage == "amortized" else 0.0)) / 3600
+            probe = r.get("content_labels_from_content")
+            lines.append(
+                f"| {stage} | {r['step']} | {hours:.2f} | "
+                f"{'training' if part == 'train' else 'held-out'} | "
+                f"{r[f'{part}_lpips_alex']:.3f} | {r[f'{part}_copy_class_lpips_alex']:.3f} | "
+                f"{'' if probe is None else f'{probe:.3f}'} |\n"
+            )
+    if not lines:
+        return ""
+    return (
+        "## Training curve\n\nFrom `curve.jsonl` (`lordfx train … --set curve_every=N`): "
+        "content-transfer LPIPS alex on 500 seeded pairs with ground truth — of training classes "
+        "in stage 1 (the encoders do not exist yet), of held-out classes in stage 2 — beside "
+        "copying the class image on the same pairs; stage 1 also probes its content codes for the "
+        "content labels. Hours are training time (stage 2 continues stage 1's clock).\n\n"
+        "| stage | step | hours | pairs | transfer LPIPS | copy class | content labels from "
+        "content codes |\n|---|---|---|---|---|---|---|\n" + "".join(lines)
     )
 
 
