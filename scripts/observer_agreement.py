@@ -1,53 +1,41 @@
 """How often taiwanese_expressions' observers agree with the posed label (issue 18's judge bar).
 
-For every rated front photo present in images/, the emotion most observers chose
-(``counterMax`` columns of image_info.csv; six emotions, neutral is not rated) is compared with
-the emotion the performer posed (the file name's fifth character). Prints per-emotion and
-overall agreement and the mean share of observers choosing the posed label.
+For every rated photo in images/ (named and rated as the trainer's ``taiwanese`` reader reads
+them: :func:`parse_name`, :func:`read_ratings`; six emotions, neutral is not rated), the
+emotion most observers chose is compared with the emotion the performer posed. Prints
+per-emotion and overall agreement and the mean share of observers choosing the posed label.
 
     python scripts/observer_agreement.py ../shared/data/taiwanese_expressions
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-LETTERS = {
-    "b": "happy",
-    "c": "sad",
-    "d": "angry",
-    "e": "disgusted",
-    "f": "fearful",
-    "g": "surprised",
-}
-RATED = ["happy", "sad", "angry", "disgusted", "fearful", "surprised"]  # csv column order
+from lordfx_trainer.data.taiwanese import LETTERS, RATED, RATINGS_FILE, parse_name, read_ratings
 
 
 def main(root: Path) -> None:
-    present = {p.stem for p in (root / "images").iterdir()}
+    ratings = read_ratings(root / RATINGS_FILE)
     hits: dict[str, list[bool]] = defaultdict(list)
     share: dict[str, list[float]] = defaultdict(list)
-    with open(root / "image_info.csv", newline="") as fh:
-        for row in list(csv.reader(fh))[2:]:
-            stem = Path(row[0]).stem if row and row[0] else ""
-            if stem not in present or len(stem) < 5 or stem[4] not in LETTERS:
-                continue
-            try:
-                props = [float(x) for x in row[6:12]]
-            except ValueError:
-                continue
-            posed = LETTERS[stem[4]]
-            hits[posed].append(RATED[props.index(max(props))] == posed)
-            share[posed].append(props[RATED.index(posed)])
+    for path in sorted((root / "images").iterdir()):
+        fields = parse_name(path)
+        shares = ratings.get(path.stem)
+        posed = LETTERS.get(fields["letter"]) if fields else None
+        if shares is None or posed not in RATED:
+            continue
+        hits[posed].append(max(shares, key=shares.__getitem__) == posed)
+        share[posed].append(shares[posed])
     total = sum(len(v) for v in hits.values())
     agree = sum(sum(v) for v in hits.values())
     for name in RATED:
         if hits[name]:
             print(
-                f"{name:10s} n={len(hits[name]):4d} plurality agrees {sum(hits[name]) / len(hits[name]):.3f}"
+                f"{name:10s} n={len(hits[name]):4d} plurality agrees "
+                f"{sum(hits[name]) / len(hits[name]):.3f}"
                 f"  mean share {sum(share[name]) / len(share[name]):.3f}"
             )
     mean_share = sum(sum(v) for v in share.values()) / total
