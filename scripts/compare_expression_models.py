@@ -2,12 +2,12 @@
 
 Each bundle edits the same full 128² photos of a posed run's held-out performers the way
 ``lordfx expression PHOTO --to T`` does (its own preprocessing: grey FER framing or colour
-posed framing, ``render="warp"``, strength 1). Every edited photo is then cropped at the posed
-framing (the face box detected once on the original) and classified by the run's cached
-eval-expressions judge (trained only on the training performers' real photos; run
-``lordfx eval-expressions RUN`` first). Prints, per bundle, how often the edit is judged as
-its target (per target and mean, over sources other than the target) beside the same judge
-on the unedited photos ("copy input").
+posed framing, strength 1; ``render="warp"``, or each mode ``--render`` lists). Every edited
+photo is then cropped at the posed framing (the face box detected once on the original) and
+classified by the run's cached eval-expressions judge (trained only on the training
+performers' real photos; run ``lordfx eval-expressions RUN`` first). Prints, per bundle and
+render, how often the edit is judged as its target (per target and mean, over sources other
+than the target) beside the same judge on the unedited photos ("copy input").
 
     nice -n 19 .venv/bin/python scripts/compare_expression_models.py runs/expressions64-cpu \\
         plugins/expressions/lordfx_expressions/model runs/expressions64-cpu/bundle --per-class 3
@@ -31,6 +31,7 @@ from lordfx_trainer.evaluation.runs import read_config
 from lordfx.api import Editor
 from lordfx.bundle import load_bundle
 from lordfx.imageio import read_image
+from lordfx.render import check_render
 
 
 def main() -> None:
@@ -42,7 +43,13 @@ def main() -> None:
     parser.add_argument(
         "--judge-fer", type=Path, default=None, help="the judge eval-expressions --judge-fer made"
     )
+    parser.add_argument(
+        "--render",
+        default="warp",
+        help="comma-separated render modes to compare (warp, generate); default warp",
+    )
     args = parser.parse_args()
+    renders = [check_render(r.strip()) for r in args.render.split(",") if r.strip()]
     torch.set_num_threads(1)
     cfg, extra = read_config(args.run)
     root = Path(extra["data_path"])
@@ -97,22 +104,21 @@ def main() -> None:
         bundle = load_bundle(bundle_dir)
         arch = bundle.model.cfg
         editor = Editor(bundle, make_preprocessor(arch.image_size, channels=arch.channels))
-        per_target = {}
-        for t, name in enumerate(EXPRESSIONS):
-            edited = [editor.set_expression(p, name, render="warp") for p in photos]
-            hit = judge_crops(edited) == t
-            other = labels != t
-            per_target[name] = {
-                "accuracy_other_sources": float(hit[other].mean()),
-                "copy_input_other_sources": float((copy[other] == t).mean()),
-            }
-        mean = float(np.mean([v["accuracy_other_sources"] for v in per_target.values()]))
-        out["bundles"][str(bundle_dir)] = {
-            "architecture": {"image_size": arch.image_size, "channels": arch.channels},
-            "mean_accuracy_other_sources": mean,
-            "per_target": per_target,
-            "seconds": round(time.time() - start, 1),
-        }
+        result: dict = {"architecture": {"image_size": arch.image_size, "channels": arch.channels}}
+        for render in renders:
+            per_target = {}
+            for t, name in enumerate(EXPRESSIONS):
+                edited = [editor.set_expression(p, name, render=render) for p in photos]
+                hit = judge_crops(edited) == t
+                other = labels != t
+                per_target[name] = {
+                    "accuracy_other_sources": float(hit[other].mean()),
+                    "copy_input_other_sources": float((copy[other] == t).mean()),
+                }
+            mean = float(np.mean([v["accuracy_other_sources"] for v in per_target.values()]))
+            result[render] = {"mean_accuracy_other_sources": mean, "per_target": per_target}
+        result["seconds"] = round(time.time() - start, 1)
+        out["bundles"][str(bundle_dir)] = result
     print(json.dumps(out, indent=2))
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from lordfx_expressions import EXPRESSIONS
 from lordfx_expressions import MODEL_DIR as EXPR_MODEL
-from lordfx_expressions.preprocess import FER_FRAMING
 from lordfx_faces import MODEL_DIR as FACES_MODEL
 from lordfx_faces.align import CELEBA_FRAMING, crop_params
 from PIL import Image
@@ -68,7 +67,7 @@ def test_shipped_bundle_is_fp16_with_provenance(model_dir):
 def test_expression_edit_on_a_real_photo(astronaut):
     editor = lordfx.load("expressions")
     assert editor.bundle.class_names == list(EXPRESSIONS)
-    far = _far_mask(astronaut, editor, FER_FRAMING)
+    far = _far_mask(astronaut, editor, editor.pre.framing)  # the bundle's own (posed, colour)
     outs = {name: editor.set_expression(astronaut, name) for name in ("happy", "surprise")}
     for out in outs.values():
         assert out.size == astronaut.size and out.mode == "RGB"

@@ -57,6 +57,10 @@ class TrainConfig:
     amortized_generator_lr: float = 1e-4
     class_code_weight: float = 10.0
     content_code_weight: float = 10.0
+    # "" = each image's own stage-1 content code is its encoder target (paper Eq. 8); a
+    # content factor's name (e.g. "performer") = the mean stage-1 code of the training images
+    # sharing that factor's value, so E_c learns to drop what varies within it (the class)
+    content_target_group: str = ""
     # -- runtime -----------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"

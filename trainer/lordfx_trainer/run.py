@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from lordfx import precision as precision_policy
 from lordfx.bundle import save_bundle
+from lordfx.errors import UsageError
 from lordfx.nets import AmortizedModel
 from lordfx.precision import Precision
 from lordfx_trainer import loop
@@ -40,6 +42,7 @@ from lordfx_trainer.models import LatentModel
 from lordfx_trainer.steps import (
     STALLED_SATURATION,
     amortized_step,
+    group_mean_targets,
     handoff,
     latent_step,
     stage1_targets,
@@ -108,6 +111,8 @@ class Run:
         self.precision = resolve_precision(cfg, self.device)
         if self.is_main:
             record_precision(self.dir, self.precision)
+        if cfg.content_target_group:  # fail now, not after stage 1
+            content_factor(train, cfg.content_target_group)
         self.data = loop.DeviceData(
             train.images, train.class_ids, self.device, self.precision.channels_last
         )
@@ -184,6 +189,11 @@ class Run:
         self.class_targets, self.content_targets = stage1_targets(
             self.latent, self.data.images, self.data.class_ids, cfg.batch_size
         )
+        if cfg.content_target_group:
+            k = content_factor(self.train_set, cfg.content_target_group)
+            self.content_targets = group_mean_targets(
+                self.content_targets, self.train_set.content_labels[:, k]
+            )
         groups = [
             {"params": self.amortized.generator.parameters(), "lr": cfg.amortized_generator_lr},
             {
@@ -209,6 +219,17 @@ class Run:
             self.amortized,
             groups,
         )
+
+    def start_stage2_from(self, latent_file: Path) -> None:
+        """Skip stage 1: take another run's stage-1 model (``latent.safetensors``, same data
+        and stage-1 config, checked by :func:`lordfx_trainer.train.start_run`) and begin stage 2
+        at step 0, checkpointed, so ``--resume`` works as for any run."""
+        shutil.copyfile(latent_file, self.dir / "latent.safetensors")
+        self.load_latent()
+        self.state = loop.LoopState(stage="amortized")
+        if self.cfg.amortized_epochs > 0:
+            self.spec = self._amortized_spec()
+            self.save_checkpoint()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return self.precision.autocast(self.device.type)
@@ -412,6 +433,17 @@ class Run:
                 path, self.train_set, self.content_targets, self.amortized, self.data.images
             )
         return path
+
+
+def content_factor(ds: ImageDataset, name: str) -> int:
+    """The column of content factor ``name`` in ``ds.content_labels``, or a UsageError."""
+    if ds.content_labels is None or name not in ds.content_names:
+        known = ", ".join(ds.content_names) or "none"
+        raise UsageError(
+            f"content_target_group {name!r}: not a content factor of dataset {ds.name!r} "
+            f"(its factors: {known})"
+        )
+    return ds.content_names.index(name)
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, extra: dict[str, Any]) -> None:

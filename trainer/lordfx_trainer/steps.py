@@ -5,12 +5,15 @@ Stage 1 (paper Eq. 3-4): L = ℓ(G(c_i + n, e_y), x_i) + λ‖c_i‖², n ~ N(0,
 Stage 2 (paper Eq. 5):   L = ℓ(G(E_c(x), E_y(x)), x) + α1‖E_y(x) − e_y‖² + α2‖E_c(x) − c‖²,
 with e_y, c the noise-free stage-1 codes. ‖·‖² is summed over code dimensions and averaged
 over the batch for the decay; the code regressions are mean squared errors per element.
+With ``content_target_group`` set, c is the mean stage-1 code of the image's group
+(:func:`group_mean_targets`) instead of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -144,6 +147,21 @@ def stage1_targets(
         return latent.class_embedding.weight.detach().clone(), content
     counts = torch.bincount(class_ids, minlength=latent.num_classes).clamp_min(1)
     return class_sum / counts[:, None], content
+
+
+def group_mean_targets(codes: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+    """Each row replaced by the mean of the rows in its group (e.g. all photos of one
+    performer, whatever expression each shows).
+
+    Shape: codes (N, D), groups (N,) int → (N, D) float32 on ``codes``' device.
+    """
+    from lordfx_trainer.view_bank import mean_codes
+
+    groups = np.asarray(groups).reshape(-1, 1)
+    means = mean_codes(codes, groups)  # rows in np.unique order
+    _, inverse = np.unique(groups, axis=0, return_inverse=True)
+    index = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
+    return means["codes"][index].to(codes.device)
 
 
 def optimize_codes(

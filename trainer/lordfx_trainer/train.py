@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +73,81 @@ def cap_images_per_class(ds: Any, cap: int, seed: int) -> Any:
     return replace(out, meta=out.meta | {"max_images_per_class": cap})
 
 
-def start_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> Path | None:
-    """A new run in ``run_dir`` (which must not exist: runs are never overwritten)."""
+# Keys that only shape stage 2 (or logging, or the machine it runs on): a run may take its
+# stage 1 from another run (``--stage1-from``) when every other key is the same.
+STAGE2_KEYS = frozenset(
+    {
+        "amortized_epochs",
+        "encoder_lr",
+        "amortized_generator_lr",
+        "class_code_weight",
+        "content_code_weight",
+        "content_target_group",
+        "amortized_minutes",
+        "log_every",
+        "checkpoint_every",
+        "grid_every",
+        "curve_every",
+        "device",
+        "precision",
+        "memory_format",
+    }
+)
+
+
+def start_run(
+    cfg: TrainConfig, run_dir: Path, data_path: Path | None, stage1_from: Path | None = None
+) -> Path | None:
+    """A new run in ``run_dir`` (which must not exist: runs are never overwritten).
+
+    ``stage1_from``: a finished stage 1 of another run to start stage 2 from (its config must
+    equal ``cfg`` outside :data:`STAGE2_KEYS`, its data split the same); recorded in
+    config.json as ``stage1_from``.
+    """
     from lordfx_trainer.run import Run
 
-    train, heldout = create_run(cfg, run_dir, data_path)
-    return Run(cfg, run_dir, train, heldout).fit()
+    latent_file = stage1_source(cfg, stage1_from) if stage1_from is not None else None
+    record = {"stage1_from": str(stage1_from.resolve())} if stage1_from is not None else {}
+    train, heldout = create_run(cfg, run_dir, data_path, record)
+    try:
+        run = Run(cfg, run_dir, train, heldout)
+        if stage1_from is not None and latent_file is not None:
+            from lordfx_trainer.run import read_run_config
+
+            check_split(stage1_from, read_run_config(stage1_from)[1], train, heldout)
+            run.start_stage2_from(latent_file)
+    except LordfxError:
+        shutil.rmtree(run_dir)  # nothing trained yet: leave no half-made run behind
+        raise
+    return run.fit()
 
 
-def create_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> tuple[Any, Any]:
-    """Make the run directory and its config.json; returns the (train, heldout) data."""
+def stage1_source(cfg: TrainConfig, source: Path) -> Path:
+    """``source``'s stage-1 model file, after checking that its stage 1 is what ``cfg``
+    would train (every key outside :data:`STAGE2_KEYS` equal)."""
+    from lordfx_trainer.run import read_run_config
+
+    latent_file = source / "latent.safetensors"
+    if not latent_file.is_file():
+        raise LordfxError(f"{source}: no latent.safetensors (stage 1 not finished there)")
+    old, _ = read_run_config(source)
+    differ = [
+        f"{k} {getattr(old, k)!r} there, {getattr(cfg, k)!r} here"
+        for k in (f.name for f in fields(cfg))
+        if k not in STAGE2_KEYS and getattr(old, k) != getattr(cfg, k)
+    ]
+    if differ:
+        raise UsageError(
+            f"--stage1-from {source}: stage 1 ran with other settings: " + "; ".join(differ)
+        )
+    return latent_file
+
+
+def create_run(
+    cfg: TrainConfig, run_dir: Path, data_path: Path | None, record: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """Make the run directory and its config.json (plus ``record``'s keys); returns the
+    (train, heldout) data."""
     from lordfx_trainer.run import write_run_config
 
     if run_dir.exists():
@@ -94,6 +161,7 @@ def create_run(cfg: TrainConfig, run_dir: Path, data_path: Path | None) -> tuple
         "data_path": str(data_path.resolve()) if data_path else None,
         "train": train.meta | {"num_images": train.num_images, "num_classes": train.num_classes},
         "heldout": None if heldout is None else heldout.meta | {"num_classes": heldout.num_classes},
+        **(record or {}),
     }
     write_run_config(run_dir, cfg, extra)
     log.info(

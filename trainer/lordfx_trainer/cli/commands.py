@@ -41,6 +41,12 @@ def train_command(
         "--ablation",
         help="Paper Table 3 variant on top of the preset: full, amortized, semi-amortized, no-reg, no-stage2.",
     ),
+    stage1_from: Path | None = typer.Option(
+        None,
+        "--stage1-from",
+        help="Skip stage 1: start stage 2 from this run's finished stage 1 (same data and "
+        "stage-1 settings; only stage-2 keys may differ).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     nproc: int = typer.Option(
         1,
@@ -56,9 +62,10 @@ def train_command(
     from lordfx_trainer.train import resolve_config, resume_run, start_run
 
     if resume is not None:
-        if preset is not None or set_ or data is not None or ablation is not None:
+        if preset is not None or set_ or data is not None or ablation is not None or stage1_from:
             raise UsageError(
-                "--resume takes no PRESET, --data, --set or --ablation: the run's config.json rules"
+                "--resume takes no PRESET, --data, --set, --ablation or --stage1-from: "
+                "the run's config.json rules"
             )
         if distributed.wanted(nproc):
             bundle = distributed.resume(resume, nproc)
@@ -76,9 +83,11 @@ def train_command(
         stem = Path(preset).stem + (f"-{ablation}" if ablation else "")
         run_dir = out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if distributed.wanted(nproc):
+            if stage1_from is not None:
+                raise UsageError("--stage1-from runs on one process (stage 2 is the short one)")
             bundle = distributed.start(cfg, run_dir, data, nproc)
         else:
-            bundle = start_run(cfg, run_dir, data)
+            bundle = start_run(cfg, run_dir, data, stage1_from)
     typer.echo(str(bundle) if bundle else "(no bundle: stage 2 disabled)")
 
 

@@ -1,0 +1,90 @@
+"""Stage-2 options: content targets averaged over a content factor, and a stage 2 that starts
+from another run's finished stage 1 (``--stage1-from``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lordfx_trainer.steps import group_mean_targets
+from typer.testing import CliRunner
+
+from lordfx.cli import build_app
+
+TINY = Path(__file__).with_name("tiny.toml")
+runner = CliRunner()
+
+
+def test_group_mean_targets_averages_within_each_group():
+    codes = torch.tensor([[1.0, 0.0], [3.0, 2.0], [10.0, 10.0], [5.0, 4.0], [20.0, 30.0]])
+    groups = np.array([7, 7, 2, 7, 2])
+    out = group_mean_targets(codes, groups)
+    assert out.shape == codes.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out[[0, 1, 3]], torch.tensor([[3.0, 2.0]]).expand(3, 2))
+    torch.testing.assert_close(out[[2, 4]], torch.tensor([[15.0, 20.0]]).expand(2, 2))
+
+
+def _train(args: list[str]):
+    return runner.invoke(build_app(), ["train", *args])
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("s1") / "run"
+    result = _train([str(TINY), "--out", str(run)])
+    assert result.exit_code == 0, result.stderr
+    return run
+
+
+def test_stage1_from_reuses_the_stage1_model_and_trains_stage2(stage1_run, tmp_path):
+    run = tmp_path / "again"
+    result = _train(
+        [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
+        + ["--set", "content_target_group=rotation", "--set", "amortized_epochs=2"]
+    )
+    assert result.exit_code == 0, result.stderr
+    same = (run / "latent.safetensors").read_bytes() == (
+        stage1_run / "latent.safetensors"
+    ).read_bytes()
+    assert same
+    assert (run / "bundle" / "model.safetensors").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["run"]["stage1_from"] == str(stage1_run.resolve())
+    assert config["content_target_group"] == "rotation"
+    stages = {
+        json.loads(line)["stage"] for line in (run / "metrics.jsonl").read_text().splitlines()
+    }
+    assert stages == {"amortized"}  # no stage-1 step was trained here
+    # the two stage 2s differ (targets and length), so do their encoders
+    a = (stage1_run / "bundle" / "model.safetensors").read_bytes()
+    assert (run / "bundle" / "model.safetensors").read_bytes() != a
+
+
+def test_stage1_from_refuses_a_different_stage1(stage1_run, tmp_path):
+    run = tmp_path / "other"
+    result = _train(
+        [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
+        + ["--set", "latent_epochs=3", "--set", "code_lr=0.1"]
+    )
+    assert result.exit_code != 0
+    assert "stage 1 ran with other settings" in result.stderr
+    assert "latent_epochs 8 there, 3 here" in result.stderr and "code_lr" in result.stderr
+    assert not run.exists()
+
+
+def test_stage1_from_needs_a_finished_stage1(tmp_path):
+    result = _train([str(TINY), "--out", str(tmp_path / "r"), "--stage1-from", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no latent.safetensors" in result.stderr
+
+
+def test_unknown_content_target_group_fails_before_training(tmp_path):
+    run = tmp_path / "bad"
+    result = _train([str(TINY), "--out", str(run), "--set", "content_target_group=performer"])
+    assert result.exit_code != 0
+    assert "content_target_group 'performer'" in result.stderr
+    assert "rotation, position" in result.stderr
+    assert not run.exists()  # no half-made run left behind
