@@ -24,14 +24,15 @@ def register_domains(register: Callable[[Domain], None]) -> None:
         Domain(
             name="expressions",
             description="Face photos: same person and pose, another facial expression",
-            image_size=48,  # a default: the editor uses the bundle's own size (32 on CPU)
-            channels=1,
+            image_size=64,  # a default: the editor uses the bundle's own size and channels
+            channels=3,
             class_label="expression",
             content_label="identity, pose and lighting",
             class_names=EXPRESSIONS,
             bundle=MODEL_DIR,
             preprocessor="lordfx_expressions.preprocess:make_preprocessor",
-            train_hint="Train one with `lordfx train fer2013-cpu --data PATH/TO/fer2013`.",
+            train_hint="Train one with `lordfx train expressions64-cpu --data "
+            "PATH/TO/taiwanese_expressions` (or fer2013-cpu on FER2013).",
         )
     )
 
