@@ -110,6 +110,23 @@ def test_amortized_class_codes_are_averaged_within_the_batch():
     assert names == ["networks", "codes"]
 
 
+def test_class_codes_get_their_own_learning_rate_only_when_asked():
+    model = LatentModel(CFG, num_classes=3, num_images=10)
+    plain = model.param_groups(1e-4, 1e-2)
+    assert [(g["name"], g["lr"]) for g in plain] == [("networks", 1e-4), ("codes", 1e-2)]
+    assert len(plain[1]["params"]) == 2  # class and content codes share the group
+    split = model.param_groups(1e-4, 1e-2, class_code_lr=0.5)
+    assert [(g["name"], g["lr"]) for g in split] == [
+        ("networks", 1e-4),
+        ("codes", 1e-2),
+        ("class codes", 0.5),
+    ]
+    assert split[1]["params"][0] is model.content_embedding.weight
+    assert split[2]["params"][0] is model.class_embedding.weight
+    with pytest.raises(UsageError, match="class_code_lr"):
+        TrainConfig(class_code_lr=-1.0)
+
+
 def test_ablation_switches_are_config_not_code():
     base = TrainConfig()
     assert base.ablation == "full"

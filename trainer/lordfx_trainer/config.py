@@ -45,6 +45,7 @@ class TrainConfig:
     content_decay_on: Literal["clean", "noisy"] = "clean"
     generator_lr: float = 1e-4
     code_lr: float = 1e-3
+    class_code_lr: float = 0.0  # > 0: the class codes' own learning rate (0 = code_lr)
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr: float = 1e-5
     loss: str = "vgg"
@@ -78,6 +79,7 @@ class TrainConfig:
         checks = [
             (self.batch_size > 0, "batch_size must be positive"),
             (self.curve_every >= 0, "curve_every must be >= 0 (0 = no curve.jsonl)"),
+            (self.class_code_lr >= 0, "class_code_lr must be >= 0 (0 = code_lr)"),
             (self.stage_minutes >= 0, "stage_minutes must be >= 0 (0 = no time budget)"),
             (
                 self.amortized_minutes >= 0 or self.amortized_minutes == -1.0,

@@ -56,12 +56,22 @@ class LatentModel(nn.Module):
             return self.content_embedding(image_ids)
         return self.content_encoder(images).float()
 
-    def param_groups(self, generator_lr: float, code_lr: float) -> list[dict]:
-        """Generator (and encoders) at ``generator_lr``; latent codes at ``code_lr``."""
-        nets, codes = [], []
+    def param_groups(
+        self, generator_lr: float, code_lr: float, class_code_lr: float = 0.0
+    ) -> list[dict]:
+        """Generator (and encoders) at ``generator_lr``; latent codes at ``code_lr``, or the
+        class codes in a group of their own at ``class_code_lr`` when it is > 0 (a class code
+        gets one update per batch that holds its class: with few images per class, far fewer
+        than with many)."""
+        nets, codes, class_codes = [], [], []
         for name, p in self.named_parameters():
-            (codes if name.endswith("_embedding.weight") else nets).append(p)
+            if name == "class_embedding.weight" and class_code_lr > 0:
+                class_codes.append(p)
+            else:
+                (codes if name.endswith("_embedding.weight") else nets).append(p)
         groups = [{"params": nets, "lr": generator_lr, "name": "networks"}]
         if codes:
             groups.append({"params": codes, "lr": code_lr, "name": "codes"})
+        if class_codes:
+            groups.append({"params": class_codes, "lr": class_code_lr, "name": "class codes"})
         return groups

@@ -177,7 +177,7 @@ class Run:
                 self.noise,
             ),
             self.latent,
-            self.latent.param_groups(cfg.generator_lr, cfg.code_lr),
+            self.latent.param_groups(cfg.generator_lr, cfg.code_lr, cfg.class_code_lr),
         )
 
     def _amortized_spec(self) -> loop.StageSpec:
