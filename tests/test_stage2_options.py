@@ -88,3 +88,30 @@ def test_unknown_content_target_group_fails_before_training(tmp_path):
     assert "content_target_group 'performer'" in result.stderr
     assert "rotation, position" in result.stderr
     assert not run.exists()  # no half-made run left behind
+
+
+def test_augment_images_flips_shifts_and_jitters_reproducibly():
+    from lordfx_trainer.steps import augment_images
+
+    ramp = torch.linspace(0.2, 0.8, 32).expand(3, 32, 32)  # brighter to the right
+    images = ramp.expand(64, 3, 32, 32).clone()
+    a = augment_images(images, torch.Generator().manual_seed(3))
+    b = augment_images(images, torch.Generator().manual_seed(3))
+    assert a.shape == images.shape and torch.equal(a, b)  # same draws, same images
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert torch.equal(images, ramp.expand(64, 3, 32, 32))  # input untouched
+    slope = a[:, 0, 16, 24] - a[:, 0, 16, 8]
+    assert (slope < 0).sum() > 15 and (slope > 0).sum() > 15  # about half flipped
+    assert len({round(float(x), 4) for x in a.mean(dim=(1, 2, 3))}) > 32  # jittered
+
+
+def test_encoder_augment_trains_a_stage2(stage1_run, tmp_path):
+    run = tmp_path / "aug"
+    result = _train(
+        [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
+        + ["--set", "encoder_augment=true", "--set", "amortized_epochs=1"]
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(np.isfinite(r["loss"]) for r in rows)
+    assert (run / "bundle" / "model.safetensors").is_file()

@@ -62,6 +62,9 @@ class TrainConfig:
     # content factor's name (e.g. "performer") = the mean stage-1 code of the training images
     # sharing that factor's value, so E_c learns to drop what varies within it (the class)
     content_target_group: str = ""
+    # stage 2: the encoders see (and G reconstructs) randomly flipped, shifted (±6 % of the
+    # side) and brightness/contrast-jittered (±10 %) images; the code targets are unchanged
+    encoder_augment: bool = False
     # -- runtime -----------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"

@@ -215,6 +215,7 @@ class Run:
                 self.content_targets,
                 cfg.class_code_weight,
                 cfg.content_code_weight,
+                self.noise if cfg.encoder_augment else None,  # unused in stage 2 otherwise
             ),
             self.amortized,
             groups,

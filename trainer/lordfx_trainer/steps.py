@@ -83,6 +83,31 @@ def latent_step(
     }
 
 
+def augment_images(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per image: a horizontal flip (p = ½), an integer shift of up to 6 % of the side with
+    the border replicated, brightness and contrast each scaled by a factor in [0.9, 1.1].
+
+    Shape: (B, C, S, S) float in [0, 1] → the same, a new tensor; draws from ``gen`` only.
+    """
+    b, _, size, _ = images.shape
+    dev = gen.device
+    flip = torch.rand(b, generator=gen, device=dev) < 0.5
+    reach = max(1, round(0.06 * size))
+    shifts = torch.randint(-reach, reach + 1, (b, 2), generator=gen, device=dev).tolist()
+    gain = 0.9 + 0.2 * torch.rand(b, 2, generator=gen, device=dev).to(images.device)
+    x = torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
+    padded = F.pad(x, (reach, reach, reach, reach), mode="replicate")
+    x = torch.stack(
+        [
+            p[:, reach + dy : reach + dy + size, reach + dx : reach + dx + size]
+            for p, (dy, dx) in zip(padded, shifts, strict=True)
+        ]
+    )
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * gain[:, 1, None, None, None] + mean * gain[:, 0, None, None, None]
+    return x.clamp(0.0, 1.0)
+
+
 def amortized_step(
     model: AmortizedModel,
     batch: Batch,
@@ -91,12 +116,16 @@ def amortized_step(
     content_targets: torch.Tensor,
     class_weight: float,
     content_weight: float,
+    augment: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Stage-2 losses; targets are indexed by class id / image id."""
-    class_code = model.class_encoder(batch.images).float()
-    content = model.content_encoder(batch.images).float()
+    """Stage-2 losses; targets are indexed by class id / image id. ``augment``: a generator
+    to draw :func:`augment_images` from (the encoders see and G reconstructs the augmented
+    images; the code targets stay those of the originals)."""
+    images = batch.images if augment is None else augment_images(batch.images, augment)
+    class_code = model.class_encoder(images).float()
+    content = model.content_encoder(images).float()
     recon = model.generator(content, class_code)
-    reconstruction = loss_fn(recon.float(), batch.images)
+    reconstruction = loss_fn(recon.float(), images)
     class_reg = F.mse_loss(class_code, class_targets[batch.class_ids])
     content_reg = F.mse_loss(content, content_targets[batch.image_ids])
     total = reconstruction + class_weight * class_reg + content_weight * content_reg

@@ -83,6 +83,7 @@ STAGE2_KEYS = frozenset(
         "class_code_weight",
         "content_code_weight",
         "content_target_group",
+        "encoder_augment",
         "amortized_minutes",
         "log_every",
         "checkpoint_every",
