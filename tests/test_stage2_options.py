@@ -31,6 +31,12 @@ def _train(args: list[str]):
     return runner.invoke(build_app(), ["train", *args])
 
 
+def _stage2_from(stage1_run: Path, run: Path, *sets: str):
+    """``lordfx train TINY --out RUN --stage1-from STAGE1_RUN --set K=V ...``."""
+    args = [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
+    return _train(args + [a for kv in sets for a in ("--set", kv)])
+
+
 @pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("s1") / "run"
@@ -41,10 +47,7 @@ def stage1_run(tmp_path_factory) -> Path:
 
 def test_stage1_from_reuses_the_stage1_model_and_trains_stage2(stage1_run, tmp_path):
     run = tmp_path / "again"
-    result = _train(
-        [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
-        + ["--set", "content_target_group=rotation", "--set", "amortized_epochs=2"]
-    )
+    result = _stage2_from(stage1_run, run, "content_target_group=rotation", "amortized_epochs=2")
     assert result.exit_code == 0, result.stderr
     same = (run / "latent.safetensors").read_bytes() == (
         stage1_run / "latent.safetensors"
@@ -65,10 +68,7 @@ def test_stage1_from_reuses_the_stage1_model_and_trains_stage2(stage1_run, tmp_p
 
 def test_stage1_from_refuses_a_different_stage1(stage1_run, tmp_path):
     run = tmp_path / "other"
-    result = _train(
-        [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
-        + ["--set", "latent_epochs=3", "--set", "code_lr=0.1"]
-    )
+    result = _stage2_from(stage1_run, run, "latent_epochs=3", "code_lr=0.1")
     assert result.exit_code != 0
     assert "stage 1 ran with other settings" in result.stderr
     assert "latent_epochs 8 there, 3 here" in result.stderr and "code_lr" in result.stderr
@@ -107,10 +107,7 @@ def test_augment_images_flips_shifts_and_jitters_reproducibly():
 
 def test_encoder_augment_trains_a_stage2(stage1_run, tmp_path):
     run = tmp_path / "aug"
-    result = _train(
-        [str(TINY), "--out", str(run), "--stage1-from", str(stage1_run)]
-        + ["--set", "encoder_augment=true", "--set", "amortized_epochs=1"]
-    )
+    result = _stage2_from(stage1_run, run, "encoder_augment=true", "amortized_epochs=1")
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(np.isfinite(r["loss"]) for r in rows)

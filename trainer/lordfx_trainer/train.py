@@ -107,15 +107,14 @@ def start_run(
     """
     from lordfx_trainer.run import Run
 
-    latent_file = stage1_source(cfg, stage1_from) if stage1_from is not None else None
+    source = stage1_source(cfg, stage1_from) if stage1_from is not None else None
     record = {"stage1_from": str(stage1_from.resolve())} if stage1_from is not None else {}
     train, heldout = create_run(cfg, run_dir, data_path, record)
     try:
         run = Run(cfg, run_dir, train, heldout)
-        if stage1_from is not None and latent_file is not None:
-            from lordfx_trainer.run import read_run_config
-
-            check_split(stage1_from, read_run_config(stage1_from)[1], train, heldout)
+        if stage1_from is not None and source is not None:
+            latent_file, source_extra = source
+            check_split(stage1_from, source_extra, train, heldout)
             run.start_stage2_from(latent_file)
     except LordfxError:
         shutil.rmtree(run_dir)  # nothing trained yet: leave no half-made run behind
@@ -123,15 +122,16 @@ def start_run(
     return run.fit()
 
 
-def stage1_source(cfg: TrainConfig, source: Path) -> Path:
-    """``source``'s stage-1 model file, after checking that its stage 1 is what ``cfg``
-    would train (every key outside :data:`STAGE2_KEYS` equal)."""
+def stage1_source(cfg: TrainConfig, source: Path) -> tuple[Path, dict[str, Any]]:
+    """``source``'s stage-1 model file and its recorded run info (for :func:`check_split`),
+    after checking that its stage 1 is what ``cfg`` would train (every key outside
+    :data:`STAGE2_KEYS` equal)."""
     from lordfx_trainer.run import read_run_config
 
     latent_file = source / "latent.safetensors"
     if not latent_file.is_file():
         raise LordfxError(f"{source}: no latent.safetensors (stage 1 not finished there)")
-    old, _ = read_run_config(source)
+    old, extra = read_run_config(source)
     differ = [
         f"{k} {getattr(old, k)!r} there, {getattr(cfg, k)!r} here"
         for k in (f.name for f in fields(cfg))
@@ -141,7 +141,7 @@ def stage1_source(cfg: TrainConfig, source: Path) -> Path:
         raise UsageError(
             f"--stage1-from {source}: stage 1 ran with other settings: " + "; ".join(differ)
         )
-    return latent_file
+    return latent_file, extra
 
 
 def create_run(
