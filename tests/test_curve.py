@@ -61,6 +61,40 @@ def test_latent_point_reads_what_the_content_codes_carry(tmp_path):
     assert "train_lpips_alex" not in row
 
 
+def test_content_use_is_measured_without_content_labels(tmp_path):
+    """Faces/shoes have no content labels: stage 1 still reports whether the generator uses
+    the content codes (own vs another image's code); identical codes give identical scores."""
+    from lordfx_trainer import weights
+
+    n = 12
+    model = LatentModel(
+        ModelConfig(image_size=32, channels=3, content_dim=8, class_dim=8, width=0.25), 3, n
+    ).eval()
+    images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    train = SimpleNamespace(
+        class_ids=np.arange(n) % 3, content_labels=None, num_classes=3, images=images
+    )
+    state = loop.LoopState(stage="latent", epoch=0, global_step=1, elapsed_s=1.0)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    row = TrainingCurve(tmp_path / "a", train, None, torch.device("cpu")).latent_point(
+        model, state, contextlib.nullcontext
+    )
+    assert row is not None and "train_lpips_alex" not in row
+    try:
+        weights.provision("alexnet", download=False)
+    except LordfxError:
+        assert "recon_lpips_alex" not in row
+        return
+    assert 0 < row["recon_lpips_alex"] < 1 and 0 < row["shuffled_content_lpips_alex"] < 1
+    assert row["recon_lpips_alex"] != row["shuffled_content_lpips_alex"]
+    with torch.no_grad():  # one code for every image: the generator cannot tell them apart
+        model.content_embedding.weight.copy_(model.content_embedding.weight[:1].expand(n, -1))
+    row = TrainingCurve(tmp_path / "b", train, None, torch.device("cpu")).latent_point(
+        model, state, contextlib.nullcontext
+    )
+    assert row["recon_lpips_alex"] == pytest.approx(row["shuffled_content_lpips_alex"])
+
+
 def test_curve_every_is_validated():
     with pytest.raises(UsageError, match="curve_every"):
         TrainConfig(curve_every=-1)
@@ -91,6 +125,7 @@ def test_tiny_run_writes_curve_points_for_both_stages(tmp_path):
         return
     for r in latent:  # transfer between training classes, beside copying the class image
         assert 0 < r["train_lpips_alex"] < 1 and r["train_pairs"] == 500
+        assert 0 < r["recon_lpips_alex"] < 1 and 0 < r["shuffled_content_lpips_alex"] < 1
         assert r["train_copy_class_lpips_alex"] == latent[0]["train_copy_class_lpips_alex"]
     last = max(r["step"] for r in metrics if r["stage"] == "amortized")
     expected = sorted({*range(4, last + 1, 4), last})  # every 4th and the stage's last

@@ -5,7 +5,10 @@ carry the known content labels (e.g. Cars3D azimuth/elevation) and do they stay 
 the class (y←c)? — and content-transfer LPIPS between training classes, G(c_j, e_y(i))
 against the real image of i's class at j's content labels, beside copying i. A run whose
 content codes carry too little renders every image with one average view however low its
-loss goes, which only such a measure or a swap grid reveals.
+loss goes, which only such a measure or a swap grid reveals. For any data set, with or
+without content labels (faces, shoes): *content use*, the reconstruction LPIPS of seeded
+training images G(c_i, e_y(i)) against x_i beside the same with another image's content code
+G(c_j, e_y(i)); while the two are equal the generator ignores the content codes.
 
 Stage 2 (amortized): content-transfer LPIPS (alex v0.1) on seeded held-out pairs with
 ground truth (paper Table 1 protocol, :mod:`lordfx_trainer.evaluation.transfer`).
@@ -33,6 +36,7 @@ from lordfx_trainer import loop
 log = logging.getLogger("lordfx.trainer")
 CURVE_FILE = "curve.jsonl"
 CURVE_PAIRS = 500  # transfer pairs per point (seed 0), training or held-out classes
+CONTENT_USE_IMAGES = 500  # training images of the content-use measure (seed 0)
 MIN_LPIPS_SIZE = 32  # AlexNet's strides leave nothing of smaller images
 PROBE_CODES = 6000  # at most this many stage-1 codes per probe (seeded subset)
 
@@ -47,6 +51,7 @@ class TrainingCurve:
         # part → (images the pairs use, their indices (sorted), pairs, copy-class LPIPS)
         self._pairs: dict[str, tuple[torch.Tensor, np.ndarray, Any, float]] = {}
         self._disabled: set[str] = set()
+        self._use_sample: tuple[np.ndarray, torch.Tensor] | None = None
 
     def truncate(self, stage: str, step: int) -> None:
         loop.truncate_jsonl(self.path, stage, step)
@@ -89,7 +94,47 @@ class TrainingCurve:
 
             row.update(self._score("train", transfer, model, autocast))
             row["train_copy_class_lpips_alex"] = copy
+        row.update(self._content_use(model, autocast))
         return self._write("latent", state, row)
+
+    def _content_use(
+        self, model: Any, autocast: Callable[[], AbstractContextManager]
+    ) -> dict[str, float]:
+        """Reconstruction LPIPS alex of seeded training images with their own content code
+        and with the next sampled image's (same class code): ``recon_lpips_alex``,
+        ``shuffled_content_lpips_alex``; {} without LPIPS."""
+        from lordfx_trainer.evaluation.transfer import pair_metrics
+
+        if self.train is None or not self._lpips_ready(self.train):
+            return {}
+        if self._use_sample is None:
+            n = len(self.train.class_ids)
+            rng = np.random.default_rng(0)
+            idx = np.sort(rng.choice(n, size=min(n, CONTENT_USE_IMAGES), replace=False))
+            images = self.train.images[idx].transpose(0, 3, 1, 2).copy()
+            self._use_sample = (idx, torch.from_numpy(images).to(self.device).float() / 255)
+        idx_np, images = self._use_sample
+        idx = torch.from_numpy(idx_np).to(self.device)
+        class_ids = torch.from_numpy(self.train.class_ids[idx_np]).to(self.device)
+        was_training = model.training
+        model.eval()
+        own, other = [], []
+        for start in range(0, len(idx), 100):
+            sl = slice(start, start + 100)
+            x = images[sl]
+            with autocast():
+                e = model.class_codes(x, class_ids[sl])
+                pairs = [(model.content_embedding(idx[sl]), own)]
+                pairs.append((model.content_embedding(torch.roll(idx, 1)[sl]), other))
+                outs = [(model.generator(c, e), dest) for c, dest in pairs]
+            for out, dest in outs:
+                m = pair_metrics(out.float(), x, {"alex": self._lpips})
+                dest.append(m["lpips_alex"].cpu().numpy())
+        model.train(was_training)
+        return {
+            "recon_lpips_alex": float(np.concatenate(own).mean()),
+            "shuffled_content_lpips_alex": float(np.concatenate(other).mean()),
+        }
 
     @torch.no_grad()
     def amortized_point(
@@ -151,8 +196,7 @@ class TrainingCurve:
         if data is None or data.content_labels is None or data.num_classes < 2:
             self._disabled.add(part)  # nothing with ground truth to score against
             return False
-        if self._lpips is None and not self._load_lpips(data):
-            self._disabled.add("lpips")
+        if not self._lpips_ready(data):
             return False
         from lordfx_trainer.evaluation.transfer import pair_metrics, sample_pairs
 
@@ -167,6 +211,15 @@ class TrainingCurve:
             t = self._images(part, torch.from_numpy(pairs.target_idx[sl]))
             copy.append(pair_metrics(i, t, {"alex": self._lpips})["lpips_alex"].cpu().numpy())
         self._pairs[part] = (*self._pairs[part][:3], float(np.concatenate(copy).mean()))
+        return True
+
+    def _lpips_ready(self, data: Any) -> bool:
+        """The LPIPS net, loaded once; False (one warning) when it cannot be."""
+        if "lpips" in self._disabled:
+            return False
+        if self._lpips is None and not self._load_lpips(data):
+            self._disabled.add("lpips")
+            return False
         return True
 
     def _images(self, part: str, idx: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,8 @@ def plot_curve(curve_path: Path, out: Path) -> Path | None:
 
     Stage 1 points score pairs of training classes, stage 2 points held-out ones; the
     dashed lines are copying the class image on the same pairs. Stage 2's clock starts where
-    stage 1's last point ends.
+    stage 1's last point ends. Stage 1's content use (reconstruction with the image's own
+    content code and with another's) is drawn too, so runs without content labels have a curve.
     """
     if not curve_path.exists():
         return None
@@ -133,11 +134,20 @@ def plot_curve(curve_path: Path, out: Path) -> Path | None:
         copy = sel[-1][f"{part}_copy_class_lpips_alex"]
         ax.axhline(copy, color=line.get_color(), linestyle="--", label=f"copy class ({part})")
         drawn = True
+    use = [r for r in rows if r["stage"] == "latent" and "recon_lpips_alex" in r]
+    for key, label, style in (
+        ("recon_lpips_alex", "reconstruction, own content", "s-"),
+        ("shuffled_content_lpips_alex", "reconstruction, another's content", "s:"),
+    ):
+        if use:
+            hours = [r["elapsed_s"] / 3600 for r in use]
+            ax.plot(hours, [r[key] for r in use], style, label=label)
+            drawn = True
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xlabel("training hours (stage 1, then stage 2)")
-    ax.set_ylabel("transfer LPIPS alex ↓")
+    ax.set_ylabel("LPIPS alex ↓")
     ax.legend()
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp.png")
