@@ -75,7 +75,8 @@ def test_content_use_is_measured_without_content_labels(tmp_path):
         class_ids=np.arange(n) % 3, content_labels=None, num_classes=3, images=images
     )
     state = loop.LoopState(stage="latent", epoch=0, global_step=1, elapsed_s=1.0)
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     row = TrainingCurve(tmp_path / "a", train, None, torch.device("cpu")).latent_point(
         model, state, contextlib.nullcontext
     )

@@ -37,6 +37,7 @@ log = logging.getLogger("lordfx.trainer")
 CURVE_FILE = "curve.jsonl"
 CURVE_PAIRS = 500  # transfer pairs per point (seed 0), training or held-out classes
 CONTENT_USE_IMAGES = 500  # training images of the content-use measure (seed 0)
+CONTENT_USE_PARTS = ("recon", "shuffled_content")  # own content code, another image's
 MIN_LPIPS_SIZE = 32  # AlexNet's strides leave nothing of smaller images
 PROBE_CODES = 6000  # at most this many stage-1 codes per probe (seeded subset)
 
@@ -48,10 +49,10 @@ class TrainingCurve:
         self.path = Path(run_dir) / CURVE_FILE
         self.train, self.heldout, self.device = train, heldout, device
         self._lpips: Any = None
-        # part → (images the pairs use, their indices (sorted), pairs, copy-class LPIPS)
+        # part → (images the pairs use, their indices (sorted), pairs, copy-class LPIPS);
+        # parts: "train", "heldout" and the CONTENT_USE_PARTS (copy-class 0: not used)
         self._pairs: dict[str, tuple[torch.Tensor, np.ndarray, Any, float]] = {}
         self._disabled: set[str] = set()
-        self._use_sample: tuple[np.ndarray, torch.Tensor] | None = None
 
     def truncate(self, stage: str, step: int) -> None:
         loop.truncate_jsonl(self.path, stage, step)
@@ -83,58 +84,45 @@ class TrainingCurve:
             views = probe(codes, labels, "logistic", settings)
             row["content_labels_from_content"] = views["accuracy"]
             row["content_labels_from_content_chance"] = views["chance"]
-        if self._ready("train"):
-            copy = self._pairs["train"][3]
-            class_ids = torch.from_numpy(self.train.class_ids).to(self.device)
+        class_ids = torch.from_numpy(self.train.class_ids).to(self.device)
 
+        def transfer_in(part: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
             def transfer(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
                 content = model.content_embedding(j)
-                x_i = self._images("train", i)
+                x_i = self._images(part, i)
                 return model.generator(content, model.class_codes(x_i, class_ids[i]))
 
-            row.update(self._score("train", transfer, model, autocast))
+            return transfer
+
+        if self._ready("train"):
+            copy = self._pairs["train"][3]
+            row.update(self._score("train", transfer_in("train"), model, autocast))
             row["train_copy_class_lpips_alex"] = copy
-        row.update(self._content_use(model, autocast))
+        if self._ready_content_use():  # the same transfer with pairs (i, i) and (i, another)
+            for part in CONTENT_USE_PARTS:
+                row[f"{part}_lpips_alex"] = self._score(part, transfer_in(part), model, autocast)[
+                    f"{part}_lpips_alex"
+                ]
         return self._write("latent", state, row)
 
-    def _content_use(
-        self, model: Any, autocast: Callable[[], AbstractContextManager]
-    ) -> dict[str, float]:
-        """Reconstruction LPIPS alex of seeded training images with their own content code
-        and with the next sampled image's (same class code): ``recon_lpips_alex``,
-        ``shuffled_content_lpips_alex``; {} without LPIPS."""
-        from lordfx_trainer.evaluation.transfer import pair_metrics
-
+    def _ready_content_use(self) -> bool:
+        """Pairs of the content-use measure, built once: CONTENT_USE_IMAGES seeded training
+        images (sorted), each with its own content code ("recon") and with the next sampled
+        image's ("shuffled_content"); the target is the image itself."""
+        if CONTENT_USE_PARTS[0] in self._pairs:
+            return True
         if self.train is None or not self._lpips_ready(self.train):
-            return {}
-        if self._use_sample is None:
-            n = len(self.train.class_ids)
-            rng = np.random.default_rng(0)
-            idx = np.sort(rng.choice(n, size=min(n, CONTENT_USE_IMAGES), replace=False))
-            images = self.train.images[idx].transpose(0, 3, 1, 2).copy()
-            self._use_sample = (idx, torch.from_numpy(images).to(self.device).float() / 255)
-        idx_np, images = self._use_sample
-        idx = torch.from_numpy(idx_np).to(self.device)
-        class_ids = torch.from_numpy(self.train.class_ids[idx_np]).to(self.device)
-        was_training = model.training
-        model.eval()
-        own, other = [], []
-        for start in range(0, len(idx), 100):
-            sl = slice(start, start + 100)
-            x = images[sl]
-            with autocast():
-                e = model.class_codes(x, class_ids[sl])
-                pairs = [(model.content_embedding(idx[sl]), own)]
-                pairs.append((model.content_embedding(torch.roll(idx, 1)[sl]), other))
-                outs = [(model.generator(c, e), dest) for c, dest in pairs]
-            for out, dest in outs:
-                m = pair_metrics(out.float(), x, {"alex": self._lpips})
-                dest.append(m["lpips_alex"].cpu().numpy())
-        model.train(was_training)
-        return {
-            "recon_lpips_alex": float(np.concatenate(own).mean()),
-            "shuffled_content_lpips_alex": float(np.concatenate(other).mean()),
-        }
+            return False
+        from lordfx_trainer.evaluation.transfer import Pairs
+
+        n = len(self.train.class_ids)
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(n, size=min(n, CONTENT_USE_IMAGES), replace=False))
+        images = torch.from_numpy(self.train.images[idx].transpose(0, 3, 1, 2).copy())
+        images = images.to(self.device).float() / 255
+        for part, content in zip(CONTENT_USE_PARTS, (idx, np.roll(idx, 1)), strict=True):
+            self._pairs[part] = (images, idx, Pairs(idx, content, idx, 0), 0.0)
+        return True
 
     @torch.no_grad()
     def amortized_point(

@@ -135,14 +135,14 @@ def plot_curve(curve_path: Path, out: Path) -> Path | None:
         ax.axhline(copy, color=line.get_color(), linestyle="--", label=f"copy class ({part})")
         drawn = True
     use = [r for r in rows if r["stage"] == "latent" and "recon_lpips_alex" in r]
-    for key, label, style in (
-        ("recon_lpips_alex", "reconstruction, own content", "s-"),
-        ("shuffled_content_lpips_alex", "reconstruction, another's content", "s:"),
-    ):
-        if use:
-            hours = [r["elapsed_s"] / 3600 for r in use]
+    if use:
+        hours = [r["elapsed_s"] / 3600 for r in use]
+        for key, label, style in (
+            ("recon_lpips_alex", "reconstruction, own content", "s-"),
+            ("shuffled_content_lpips_alex", "reconstruction, another's content", "s:"),
+        ):
             ax.plot(hours, [r[key] for r in use], style, label=label)
-            drawn = True
+        drawn = True
     if not drawn:
         plt.close(fig)
         return None

@@ -112,7 +112,7 @@ def start_run(
     train, heldout = create_run(cfg, run_dir, data_path, record)
     try:
         run = Run(cfg, run_dir, train, heldout)
-        if stage1_from is not None and source is not None:
+        if source is not None:  # --stage1-from given
             latent_file, source_extra = source
             check_split(stage1_from, source_extra, train, heldout)
             run.start_stage2_from(latent_file)
