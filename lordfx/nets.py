@@ -168,10 +168,38 @@ class Encoder(nn.Module):
             nn.LeakyReLU(LEAK),
             nn.Linear(cfg.ch(256), out_dim),
         )
+        # Output = shift + scale * FC(...): identity unless the trainer sets the stage-1
+        # codes' statistics (:meth:`standardise_output`). Not in the state dict: a bundle's
+        # encoders have them folded into the last layer (:meth:`fold_output`).
+        self.register_buffer("out_shift", torch.zeros(out_dim), persistent=False)
+        self.register_buffer("out_scale", torch.ones(out_dim), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Shape: images (B, C, S, S) in [0, 1] → (B, out_dim)."""
-        return self.fc(self.convs(images).flatten(1))
+        return torch.addcmul(self.out_shift, self.fc(self.convs(images).flatten(1)), self.out_scale)
+
+    @torch.no_grad()
+    def standardise_output(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Predict codes as mean + std · FC(...), std and mean per dimension (out_dim,).
+
+        Stage-1 codes can be far larger than a freshly initialised encoder's outputs (Cars3D
+        at code_lr 0.1: class codes std 2.7 per dimension); Adam moves the last layer by
+        about the learning rate per step, so a plain head took hundreds of steps to even
+        match their mean and never separated the classes. In these units every target
+        starts at the scale the head is initialised for.
+        """
+        self.out_shift.copy_(mean)
+        self.out_scale.copy_(std)
+
+    @torch.no_grad()
+    def fold_output(self) -> None:
+        """Fold shift and scale into the last linear layer (same outputs, identity buffers)."""
+        last = self.fc[-1]
+        assert isinstance(last, nn.Linear)
+        last.weight.mul_(self.out_scale[:, None])
+        last.bias.mul_(self.out_scale).add_(self.out_shift)
+        self.out_shift.zero_()
+        self.out_scale.fill_(1.0)
 
 
 class AmortizedModel(nn.Module):

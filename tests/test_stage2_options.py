@@ -112,3 +112,17 @@ def test_encoder_augment_trains_a_stage2(stage1_run, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(np.isfinite(r["loss"]) for r in rows)
     assert (run / "bundle" / "model.safetensors").is_file()
+
+
+def test_runs_recorded_before_standardised_heads_resume_with_plain_heads(stage1_run, tmp_path):
+    from lordfx_trainer.run import read_run_config
+
+    cfg, _ = read_run_config(stage1_run)
+    assert cfg.encoder_standardise is True  # new runs: the default
+    old = tmp_path / "old"
+    old.mkdir()
+    data = json.loads((stage1_run / "config.json").read_text())
+    del data["encoder_standardise"]
+    (old / "config.json").write_text(json.dumps(data))
+    cfg, _ = read_run_config(old)
+    assert cfg.encoder_standardise is False  # its checkpoints were trained with plain heads

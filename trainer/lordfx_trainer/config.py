@@ -65,6 +65,10 @@ class TrainConfig:
     # stage 2: the encoders see (and G reconstructs) randomly flipped, shifted (±6 % of the
     # side) and brightness/contrast-jittered (±10 %) images; the code targets are unchanged
     encoder_augment: bool = False
+    # stage 2: each encoder predicts mean + std · FC(x) with the per-dimension mean and std
+    # of its stage-1 targets (lordfx.nets.Encoder.standardise_output), folded into the last
+    # layer in the bundle. Off = the plain head (run configs written before this key existed)
+    encoder_standardise: bool = True
     # -- runtime -----------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"

@@ -12,6 +12,7 @@ Run directory:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import shutil
@@ -194,6 +195,17 @@ class Run:
             self.content_targets = group_mean_targets(
                 self.content_targets, self.train_set.content_labels[:, k]
             )
+        if cfg.encoder_standardise:
+            for encoder, targets, fresh in (
+                (self.amortized.class_encoder, self.class_targets, cfg.class_mode == "latent"),
+                (
+                    self.amortized.content_encoder,
+                    self.content_targets,
+                    cfg.content_mode == "latent",
+                ),
+            ):
+                if fresh:  # an encoder handed over from an amortized stage 1 already fits
+                    encoder.standardise_output(targets.mean(0), targets.std(0).clamp_min(1e-3))
         groups = [
             {"params": self.amortized.generator.parameters(), "lr": cfg.amortized_generator_lr},
             {
@@ -420,9 +432,12 @@ class Run:
             "training": {"config": self.cfg.to_dict(), "ablation": self.cfg.ablation},
             "data": self.train_set.meta | {"dataset": self.train_set.name},
         }
+        exported = copy.deepcopy(self.amortized)
+        for encoder in (exported.class_encoder, exported.content_encoder):
+            encoder.fold_output()  # the bundle's encoders are plain (lordfx.nets.Encoder)
         path = save_bundle(
             self.dir / "bundle",
-            self.amortized,
+            exported,
             info,  # type: ignore[arg-type]
             class_codes=self.class_targets,
             overwrite=True,
@@ -456,4 +471,5 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, extra: dict[str, Any]) -> 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     data = json.loads((run_dir / "config.json").read_text())
     extra = data.pop("run", {})
+    data.setdefault("encoder_standardise", False)  # runs recorded before it: plain heads
     return TrainConfig.from_dict(data, source=str(run_dir / "config.json")), extra

@@ -84,6 +84,7 @@ STAGE2_KEYS = frozenset(
         "content_code_weight",
         "content_target_group",
         "encoder_augment",
+        "encoder_standardise",
         "amortized_minutes",
         "log_every",
         "checkpoint_every",
