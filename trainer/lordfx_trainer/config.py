@@ -172,8 +172,10 @@ def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
 
     ``channels_last: bool`` became ``memory_format``; such runs named their precision
     explicitly (the old default was "fp32"), so resuming them keeps their numerics.
+    ``encoder_standardise`` did not exist: those runs trained plain encoder heads.
     """
     data = dict(data)
+    data.setdefault("encoder_standardise", False)
     if "channels_last" in data:
         data["memory_format"] = "channels_last" if data.pop("channels_last") else "contiguous"
         data.setdefault("precision", "fp32")

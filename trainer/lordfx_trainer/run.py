@@ -471,5 +471,4 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, extra: dict[str, Any]) -> 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     data = json.loads((run_dir / "config.json").read_text())
     extra = data.pop("run", {})
-    data.setdefault("encoder_standardise", False)  # runs recorded before it: plain heads
     return TrainConfig.from_dict(data, source=str(run_dir / "config.json")), extra
