@@ -83,6 +83,7 @@ def test_old_run_configs_keep_their_numerics():
         "precision": "fp32",
         "memory_format": "channels_last",
         "batch_size": 8,
+        "encoder_standardise": False,
     }
     cfg = TrainConfig.from_dict({"channels_last": False})
     assert (cfg.precision, cfg.memory_format) == ("fp32", "contiguous")
