@@ -365,3 +365,40 @@ def test_eval_cars_writes_view_and_where_metrics(run, tmp_path):
     assert len(figures) == 2 == len(data["turntables"])  # both held-out classes
     assert Image.open(figures[0]).size == (24 * 16 * 2, 2 * 16 * 2)  # real row, spin row, x2
     assert all(0 < t["l1_to_real_ring"] < 1 for t in data["turntables"])
+
+
+def test_eval_cars_scores_a_shipped_bundle_without_its_run(run, tmp_path):
+    """The shipped fp16 bundle alone re-creates its held-out split from what it records."""
+    shipped = run.parent / "shipped"
+    refused = _cli("eval-cars", str(shipped), "--no-lpips", "--device", "cpu")
+    assert refused.exit_code != 0 and "--out" in refused.output and str(shipped) in refused.output
+    assert not (shipped / "eval_cars.json").exists()
+    scores = []
+    for source in (run, shipped):
+        out = tmp_path / f"{source.name}.json"
+        args = ["eval-cars", str(source), "--pairs", "40", "--no-lpips", "--device", "cpu"]
+        result = _cli(*args, "-o", str(out))
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(out.read_text()))
+    from_run, from_bundle = scores
+    assert from_bundle["heldout"] == from_run["heldout"] == {"cars": 2, "images": 96}
+    assert from_bundle["run"] == str(shipped) and "--out" in from_bundle["command"]
+    # fp16 weights: the same pairs, nearly the same numbers
+    assert from_bundle["view"]["view"]["l1"] == pytest.approx(
+        from_run["view"]["view"]["l1"], abs=2e-3
+    )
+    assert abs(from_bundle["where"]["exact"] - from_run["where"]["exact"]) <= 0.05
+
+
+def test_bundle_heldout_refuses_a_changed_split(run, tmp_path):
+    import shutil
+
+    from lordfx_trainer.evaluation.runs import bundle_heldout
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(run.parent / "shipped", copy)
+    info = json.loads((copy / "config.json").read_text())
+    info["data"]["split"]["heldout_class_names"] = ["someone", "else"]
+    (copy / "config.json").write_text(json.dumps(info))
+    with pytest.raises(LordfxError, match="differ from the recorded"):
+        bundle_heldout(copy)

@@ -432,6 +432,9 @@ class Run:
             "training": {"config": self.cfg.to_dict(), "ablation": self.cfg.ablation},
             "data": self.train_set.meta | {"dataset": self.train_set.name},
         }
+        data_path = read_run_config(self.dir)[1].get("data_path")
+        if data_path:  # re-creates the held-out split once the run directory is gone
+            info["training"]["data_path"] = data_path
         exported = copy.deepcopy(self.amortized)
         for encoder in (exported.class_encoder, exported.content_encoder):
             encoder.fold_output()  # the bundle's encoders are plain (lordfx.nets.Encoder)

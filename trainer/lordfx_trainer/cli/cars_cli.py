@@ -11,7 +11,11 @@ import typer
 
 
 def eval_cars_command(
-    run_dir: Path = typer.Argument(..., help="A finished run with content labels (Cars3D)."),
+    run_dir: Path = typer.Argument(
+        ...,
+        help="A finished run with content labels (Cars3D), or a bundle of one whose run is "
+        "gone (e.g. plugins/cars/lordfx_cars/model; then --out is required).",
+    ),
     bundle: Path | None = typer.Option(
         None, "--bundle", help="Bundle of that run to score [default: RUN_DIR/bundle]."
     ),
@@ -32,6 +36,7 @@ def eval_cars_command(
 
     Writes RUN_DIR/eval_cars.json and turntable figures of 3 held-out cars in
     RUN_DIR/eval_cars/ (real renders above the model's spin; Cars3D pixels: do not commit)."""
+    from lordfx.errors import UsageError
     from lordfx_trainer.evaluation.cars import (
         EVAL_CARS_FILE,
         CarsEvalSettings,
@@ -40,11 +45,14 @@ def eval_cars_command(
     )
     from lordfx_trainer.evaluation.report import write_json_atomic
 
+    if out is None and (run_dir / "model.safetensors").is_file():
+        raise UsageError(f"{run_dir}: is a bundle; say where the results go with --out FILE")
     settings = CarsEvalSettings(pairs=pairs, seed=seed, lpips=lpips, device=device)
     path = out or run_dir / EVAL_CARS_FILE
     result = evaluate_cars(run_dir, settings, bundle, figures=path.with_suffix(""))
     command = ["lordfx", "eval-cars", str(run_dir), "--pairs", str(pairs), "--seed", str(seed)]
     command += (["--bundle", str(bundle)] if bundle else []) + ([] if lpips else ["--no-lpips"])
+    command += ["--out", str(out)] if out else []
     result["command"] = shlex.join(command)
     write_json_atomic(result, path)
     typer.echo(f"wrote {path}", err=True)

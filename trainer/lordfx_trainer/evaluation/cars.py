@@ -134,20 +134,28 @@ def evaluate_cars(
     figures: Path | None = None,
 ) -> dict[str, Any]:
     """View and where metrics of ``bundle_dir`` [default: RUN_DIR/bundle] on the run's
-    held-out cars (re-created and checked against the recorded split); with ``figures``,
+    held-out cars (re-created and checked against the recorded split). ``run_dir`` may also
+    be a bundle whose run directory is gone: its recorded config, data source and split are
+    used (:func:`~lordfx_trainer.evaluation.runs.bundle_heldout`). With ``figures``,
     turntable figures of a few held-out cars there (:func:`turntable_figures`)."""
     from lordfx.bundle import load_bundle
-    from lordfx_trainer.evaluation.runs import encoder_codes, load_run, to_float
+    from lordfx_trainer.evaluation.runs import bundle_heldout, encoder_codes, load_run, to_float
+    from lordfx_trainer.run import resolve_device
 
     start = time.perf_counter()
-    run = load_run(Path(run_dir), settings.device)
-    heldout = run.heldout
+    run_dir = Path(run_dir)
+    if (run_dir / "latent.safetensors").is_file() or not (run_dir / "model.safetensors").is_file():
+        run = load_run(run_dir, settings.device)
+        heldout, device, bundle_dir = run.heldout, run.device, bundle_dir or run.dir / "bundle"
+    else:  # a bundle on its own (e.g. the shipped one): its recorded split and data source
+        heldout, device = bundle_heldout(run_dir), resolve_device(settings.device)
+        bundle_dir = bundle_dir or run_dir
     if heldout is None or heldout.content_labels is None or heldout.num_classes < 2:
         raise LordfxError(f"{run_dir}: needs held-out classes (>= 2) with content labels")
-    bundle = load_bundle(bundle_dir or run.dir / "bundle", device=run.device)
+    bundle = load_bundle(bundle_dir, device=device)
     bank_codes, locate_codes, bank_labels, info = read_bank(bundle)
     model, bs = bundle.model, settings.batch_size
-    images = to_float(heldout.images, run.device)
+    images = to_float(heldout.images, device)
     codes = encoder_codes(model, images, bs)
     found = bank_labels[nearest_views(codes.content_codes, *locate_codes)].cpu().numpy()
     num_az = len(info["values"]["azimuth"])
@@ -161,14 +169,14 @@ def evaluate_cars(
         raise LordfxError(f"view bank lacks views {sorted(missing)[:4]} of the held-out renders")
     views = [lookup[tuple(heldout.content_labels[t])] for t in pairs["target"]]
     cls = codes.class_codes[pairs["source"]]
-    outputs = _decode(model, bank_codes[views].to(run.device), cls, bs)
+    outputs = _decode(model, bank_codes[views].to(device), cls, bs)
     transfer = _decode(model, codes.content_codes[pairs["reference"]], cls, bs)
     targets = images[pairs["target"]]
     lpips_model = None
     if settings.lpips:
         from lordfx_trainer.lpips_metric import make_lpips
 
-        lpips_model = make_lpips("alex").to(run.device)
+        lpips_model = make_lpips("alex").to(device)
     spins = []
     if figures is not None:
         spins = turntable_figures(
@@ -182,7 +190,7 @@ def evaluate_cars(
             settings.seed,
         )
     return {
-        "run": str(run.dir),
+        "run": str(run_dir),
         "bundle": str(bundle.path),
         "view_bank": {
             k: info.get(k)
