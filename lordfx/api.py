@@ -19,7 +19,7 @@ from lordfx.domain import Domain
 from lordfx.errors import InputError, UsageError
 from lordfx.imageio import read_image
 from lordfx.preprocess import ResizePreprocessor, tensor_to_pil
-from lordfx.render import check_render, render_photo
+from lordfx.render import SWAP_SETTINGS, check_render, render_photo
 
 ImageLike = Image.Image | str | os.PathLike[str]
 
@@ -145,8 +145,9 @@ class Editor:
         mapped back into the photo by the domain's preprocessor.
 
         ``render="generate"`` pastes the model's pixels; ``"warp"`` renders the change from
-        the model's reconstruction G(E_c(x), E_y(x)) to the edit on the photo's own pixels
-        at its resolution (motion + low-frequency residual, :mod:`lordfx.render`)."""
+        the model's reconstruction G(E_c(x), E_y(x)) (anchored 40 % on the photo itself,
+        :data:`lordfx.render.SWAP_SETTINGS`) to the edit on the photo's own pixels at its
+        resolution (motion + low-frequency residual, :mod:`lordfx.render`)."""
         check_render(render)
         pre = self._pre_for(face_index)
         x, context, photo = self._load(path, pre)
@@ -154,7 +155,7 @@ class Editor:
         generated = self.model.decode(content_code, class_code)[0]
         if render == "warp":
             recon = self.model.decode(self.model.encode_content(x), class_code)[0]
-            return render_photo(pre, context, photo, recon, generated)
+            return render_photo(pre, context, photo, recon, generated, settings=SWAP_SETTINGS)
         return pre.from_model(generated, context, photo)
 
     def swap_pose_file(

@@ -6,7 +6,8 @@ and g = G(c', e') (the edit, e.g. G(E_c(REF), E_y(x)) for swap-pose) come from t
 generator, so their blur matches and their difference is the edit. :func:`render_warp`
 
 1. estimates the dense motion r → g (OpenCV Farnebäck on r and g upsampled to
-   :attr:`RenderSettings.flow_size`), smooths it and confines it to the region mask,
+   :attr:`RenderSettings.flow_size`; for content swaps r is anchored partly on the photo
+   itself, :attr:`RenderSettings.photo_anchor`), smooths it and confines it to the region mask,
 2. upsamples it to the full-resolution crop and applies it there (``cv2.remap``), so the
    photo's own detail moves instead of being replaced,
 3. adds the low-frequency residual g − warp(r) (blurred, upsampled) for what a warp cannot
@@ -50,20 +51,36 @@ class RenderSettings:
     flow smoothing, as a fraction of the side; ``residual_blur``: Gaussian sigma of the
     residual's low-pass, in model pixels (1 model pixel ≈ the generator's own blur). Only
     the final remap runs at the crop's resolution (its cost follows the face's size).
+
+    ``photo_anchor`` a in [0, 1]: the motion and residual start from
+    (1 − a)·r + a·p, where p is the crop itself at the model's size, blurred by one model
+    pixel (the generator's blur). r alone (a = 0) moves the photo by r → g even where r gets
+    the photo's geometry wrong (a reconstruction in its own, averaged pose); p alone (a = 1)
+    differs from g in appearance too, and the flow and residual then carry that appearance
+    (identity) instead of motion. Measured on held-out faces (docs/results.md, "Photo
+    anchor"): for swap-pose a = 0.4 takes more of REF's pose than 0 and keeps the person
+    better than 1 (:data:`SWAP_SETTINGS`). The default stays 0: an edit with a strength (set
+    an expression at 0.1) must fade to the photo, and with a > 0 even g = r + ε would move
+    the photo by a·(photo → r); the anchor is unmeasured for those edits.
     """
 
     flow_size: int = 128
     flow_smooth: float = 0.02
     residual_blur: float = 1.0
+    photo_anchor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.flow_size < 16:
             raise ValueError(f"flow_size must be ≥ 16, got {self.flow_size}")
         if self.flow_smooth < 0 or self.residual_blur < 0:
             raise ValueError("flow_smooth and residual_blur must be ≥ 0")
+        if not 0.0 <= self.photo_anchor <= 1.0:
+            raise ValueError(f"photo_anchor must be in [0, 1], got {self.photo_anchor}")
 
 
 DEFAULT_SETTINGS = RenderSettings()
+# Content swaps (swap-pose; any domain's swap_content_file): r anchored 40 % on the photo.
+SWAP_SETTINGS = RenderSettings(photo_anchor=0.4)
 
 
 def check_render(render: str) -> str:
@@ -157,6 +174,22 @@ def estimate_motion(
     return flow.astype(np.float32)
 
 
+def photo_at_model_size(crop: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """The crop as the model would draw it: area-downsampled to ``size`` and blurred by one
+    model pixel (Gaussian σ = 1), in the model's channels (luma for a grey model, grey
+    repeated for a colour model on a grey photo).
+
+    Shape: (N, N, C) uint8 → (size, size, channels) float32 in [0, 1].
+    """
+    x = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    x = cv2.GaussianBlur(x, (0, 0), 1.0).reshape(size, size, crop.shape[2])
+    if x.shape[2] == 3 and channels == 1:
+        x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
+    elif x.shape[2] == 1 and channels == 3:
+        x = np.repeat(x, 3, axis=2)
+    return x
+
+
 def render_warp(
     crop: np.ndarray,
     recon: np.ndarray | torch.Tensor,
@@ -186,6 +219,9 @@ def render_warp(
     if strength == 0.0 or np.array_equal(r, g):
         return crop.copy()
     f, (h, w) = settings.flow_size, crop.shape[:2]
+    if settings.photo_anchor > 0:
+        a = settings.photo_anchor
+        r = (1.0 - a) * r + a * photo_at_model_size(crop, r.shape[0], r.shape[2])
     flow = estimate_motion(r, g, settings)
     region = None
     if mask is not None:

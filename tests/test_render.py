@@ -256,3 +256,46 @@ def test_swap_pose_warp_on_a_grey_and_a_tilted_photo(example_photos):
     assert out.size == tilted.size
     np.testing.assert_array_equal(after[:, :100], before[:, :100])
     assert np.abs(after - before)[60:260, 150:300].mean() > 0.5
+
+
+def _shift_x(a: np.ndarray, b: np.ndarray) -> float:
+    (dx, _), _ = cv2.phaseCorrelate(a[64:192, 64:192, 0].astype(np.float32),
+                                    b[64:192, 64:192, 0].astype(np.float32))  # fmt: skip
+    return dx
+
+
+@pytest.mark.parametrize(("anchor", "expected"), [(0.0, 20.0), (1.0, 12.0)])
+def test_photo_anchor_measures_the_motion_from_the_photo_itself(anchor, expected):
+    # The photo shows the pattern in place, the reconstruction r misplaces it 2 model px to
+    # the left, the edit g moves it 3 px right. From r the motion is 5 model px (20 crop px),
+    # from the photo 3 (12 crop px): the anchor's weight picks which one the photo gets.
+    photo = (_pattern(N) * 255).round().astype(np.uint8)
+    r, g = _pattern(S, -2.0), _pattern(S, 3.0)
+    out = render_warp(photo, r, g, settings=RenderSettings(photo_anchor=anchor))
+    assert abs(_shift_x(photo, out) - expected) < 1.5
+    between = render_warp(photo, r, g, settings=RenderSettings(photo_anchor=0.5))
+    assert 12.0 + 1.0 < _shift_x(photo, between) < 20.0 - 1.0
+
+
+def test_photo_at_model_size_matches_the_models_channels():
+    from lordfx.render import photo_at_model_size
+
+    rgb = np.zeros((N, N, 3), np.uint8)
+    rgb[..., 0] = 255
+    grey = photo_at_model_size(rgb, S, 1)
+    assert grey.shape == (S, S, 1) and abs(float(grey[S // 2, S // 2, 0]) - 0.299) < 1e-3
+    col = photo_at_model_size(np.full((N, N, 1), 51, np.uint8), S, 3)
+    assert col.shape == (S, S, 3) and np.allclose(col, 0.2, atol=1e-3)
+    with pytest.raises(ValueError, match="photo_anchor"):
+        RenderSettings(photo_anchor=1.5)
+
+
+def test_content_swaps_anchor_on_the_photo_and_class_edits_do_not():
+    from lordfx.render import DEFAULT_SETTINGS, SWAP_SETTINGS
+
+    assert DEFAULT_SETTINGS.photo_anchor == 0.0  # strength edits fade continuously to the photo
+    assert 0.0 < SWAP_SETTINGS.photo_anchor < 1.0
+    # anchored, an identical r and g still leave the crop untouched (swap-pose FACE = REF)
+    photo = (_pattern(N) * 255).round().astype(np.uint8)
+    r = _pattern(S, -2.0)
+    np.testing.assert_array_equal(render_warp(photo, r, r.copy(), settings=SWAP_SETTINGS), photo)

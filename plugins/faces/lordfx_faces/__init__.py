@@ -30,7 +30,7 @@ def register_domains(register: Callable[[Domain], None]) -> None:
             content_label="head pose and expression",
             bundle=MODEL_DIR,
             preprocessor="lordfx_faces.preprocess:make_preprocessor",
-            train_hint="Train one with `lordfx train celeba --data PATH/TO/celeba_faces`.",
+            train_hint="Train one with `lordfx train faces64-cpu --data PATH/TO/shared/data` (celeba_faces + lfw_faces).",
         )
     )
 

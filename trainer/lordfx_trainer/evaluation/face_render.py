@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from lordfx.errors import LordfxError, UsageError
-from lordfx.render import RENDER_MODES, render_warp
+from lordfx.render import RENDER_MODES, SWAP_SETTINGS, render_warp
 from lordfx_trainer.evaluation.face_metrics import (
     SAME_PERSON,
     DlibFaces,
@@ -155,7 +155,7 @@ class Renderer:
             gen = g.float().clamp(0, 1).permute(1, 2, 0).numpy()
             return paste_back(crop, gen, self.m_inv, reference_crop=self.held.small[face])
         r = model.decode(self.content_codes[face : face + 1], cls)[0]
-        edited = render_warp(crop, r, g, mask=self.mask)
+        edited = render_warp(crop, r, g, mask=self.mask, settings=SWAP_SETTINGS)
         delta = (edited.astype(np.float32) - crop.astype(np.float32)) / 255.0
         return paste_delta(crop, delta, np.eye(2, 3))
 
