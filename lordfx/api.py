@@ -19,7 +19,7 @@ from lordfx.domain import Domain
 from lordfx.errors import InputError, UsageError
 from lordfx.imageio import read_image
 from lordfx.preprocess import ResizePreprocessor, tensor_to_pil
-from lordfx.render import SWAP_SETTINGS, check_render, render_photo
+from lordfx.render import SWAP_SETTINGS, check_render, class_edit_settings, render_photo
 
 ImageLike = Image.Image | str | os.PathLike[str]
 
@@ -181,7 +181,8 @@ class Editor:
         """``path``'s content with the learned code of class ``name``, interpolated from the
         image's own class code by ``strength`` in [0, 1] (0 = reconstruction).
 
-        ``render="warp"``: the change from G(c, own code) to G(c, code) is rendered on the
+        ``render="warp"``: the change from G(c, own code) (anchored on the photo by 0.4 ×
+        strength, :func:`lordfx.render.class_edit_settings`) to G(c, code) is rendered on the
         photo's own pixels at its resolution (motion + low-frequency residual,
         :mod:`lordfx.render`), so strength 0 returns the photo unchanged. ``"generate"``
         (or ``residual=False``, the older spelling): the generated crop replaces the region."""
@@ -197,7 +198,8 @@ class Editor:
         generated = self.model.decode(content, code)[0]
         if render == "warp" and residual:
             base = self.model.decode(content, own)[0]
-            return render_photo(pre, context, photo, base, generated)
+            settings = class_edit_settings(strength)
+            return render_photo(pre, context, photo, base, generated, settings=settings)
         return pre.from_model(generated, context, photo)
 
     set_expression_file = set_class_file

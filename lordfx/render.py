@@ -59,9 +59,10 @@ class RenderSettings:
     differs from g in appearance too, and the flow and residual then carry that appearance
     (identity) instead of motion. Measured on held-out faces (docs/results.md, "Photo
     anchor"): for swap-pose a = 0.4 takes more of REF's pose than 0 and keeps the person
-    better than 1 (:data:`SWAP_SETTINGS`). The default stays 0: an edit with a strength (set
-    an expression at 0.1) must fade to the photo, and with a > 0 even g = r + ε would move
-    the photo by a·(photo → r); the anchor is unmeasured for those edits.
+    better than 1 (:data:`SWAP_SETTINGS`). The default stays 0. An edit with a strength (set
+    an expression at 0.1) must fade to the photo, and with a fixed a > 0 even g = r + ε
+    would move the photo by a·(photo → r), so class edits scale a with their strength
+    (:func:`class_edit_settings`).
     """
 
     flow_size: int = 128
@@ -81,6 +82,13 @@ class RenderSettings:
 DEFAULT_SETTINGS = RenderSettings()
 # Content swaps (swap-pose; any domain's swap_content_file): r anchored 40 % on the photo.
 SWAP_SETTINGS = RenderSettings(photo_anchor=0.4)
+
+
+def class_edit_settings(strength: float) -> RenderSettings:
+    """Render settings of a class edit at ``strength`` (set an expression): the swap anchor
+    scaled by the strength, so the edit still fades continuously to the photo as the
+    strength goes to 0 (the edit g → r and the anchor → 0 together)."""
+    return RenderSettings(photo_anchor=SWAP_SETTINGS.photo_anchor * float(strength))
 
 
 def check_render(render: str) -> str:

@@ -299,3 +299,18 @@ def test_content_swaps_anchor_on_the_photo_and_class_edits_do_not():
     photo = (_pattern(N) * 255).round().astype(np.uint8)
     r = _pattern(S, -2.0)
     np.testing.assert_array_equal(render_warp(photo, r, r.copy(), settings=SWAP_SETTINGS), photo)
+
+
+def test_class_edits_scale_the_anchor_with_their_strength():
+    from lordfx.render import SWAP_SETTINGS, class_edit_settings
+
+    assert class_edit_settings(0.0).photo_anchor == 0.0
+    assert class_edit_settings(1.0) == SWAP_SETTINGS
+    # a faint edit (g = r + 0.5 % of the way) barely touches the photo when the anchor scales
+    # with it; a fixed anchor would pull the photo 40 % of the way to r at any strength
+    photo = (_pattern(N) * 255).round().astype(np.uint8)
+    r = _pattern(S, -2.0)
+    g = 0.995 * r + 0.005 * _pattern(S, 3.0)
+    faint = render_warp(photo, r, g, settings=class_edit_settings(0.005)).astype(int) - photo
+    fixed = render_warp(photo, r, g, settings=class_edit_settings(1.0)).astype(int) - photo
+    assert np.abs(faint).mean() < 0.5 < np.abs(fixed).mean()
