@@ -29,7 +29,7 @@ centre square of the photo, as its ``to_model`` uses, and the edited square back
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -88,7 +88,7 @@ def class_edit_settings(strength: float) -> RenderSettings:
     """Render settings of a class edit at ``strength`` (set an expression): the swap anchor
     scaled by the strength, so the edit still fades continuously to the photo as the
     strength goes to 0 (the edit g → r and the anchor → 0 together)."""
-    return RenderSettings(photo_anchor=SWAP_SETTINGS.photo_anchor * float(strength))
+    return replace(SWAP_SETTINGS, photo_anchor=SWAP_SETTINGS.photo_anchor * float(strength))
 
 
 def check_render(render: str) -> str:
@@ -191,11 +191,16 @@ def photo_at_model_size(crop: np.ndarray, size: int, channels: int) -> np.ndarra
     """
     x = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     x = cv2.GaussianBlur(x, (0, 0), 1.0).reshape(size, size, crop.shape[2])
-    if x.shape[2] == 3 and channels == 1:
-        x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
-    elif x.shape[2] == 1 and channels == 3:
-        x = np.repeat(x, 3, axis=2)
-    return x
+    if x.shape[2] == 1 and channels == 3:
+        return np.repeat(x, 3, axis=2)
+    return _luma(x) if channels == 1 else x
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of an RGB image; a one-channel image as it is. (H, W, C) → (H, W, 1)."""
+    if x.shape[2] == 1:
+        return x
+    return (x @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
 
 
 def render_warp(
@@ -244,8 +249,8 @@ def render_warp(
         residual = cv2.GaussianBlur(residual, (0, 0), sigma).reshape(residual.shape)
     if region is not None:
         residual *= region[:, :, None]
-    if crop.shape[2] == 1 and residual.shape[2] == 3:  # a grey photo edited by a colour model
-        residual = (residual @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
+    if crop.shape[2] == 1:  # a grey photo (edited by a colour model: the residual's luma)
+        residual = _luma(residual)
     # Bicubic on the photo's pixels: bilinear at sub-pixel offsets halves their
     # high-frequency energy (measured on examples/astronaut.jpg's face: Laplacian variance).
     moved = warp(crop.astype(np.float32), resize_flow(flow, (w, h)) * strength, cv2.INTER_CUBIC)

@@ -290,10 +290,10 @@ def test_photo_at_model_size_matches_the_models_channels():
         RenderSettings(photo_anchor=1.5)
 
 
-def test_content_swaps_anchor_on_the_photo_and_class_edits_do_not():
+def test_only_content_swaps_anchor_by_default_and_an_identical_edit_is_the_photo():
     from lordfx.render import DEFAULT_SETTINGS, SWAP_SETTINGS
 
-    assert DEFAULT_SETTINGS.photo_anchor == 0.0  # strength edits fade continuously to the photo
+    assert DEFAULT_SETTINGS.photo_anchor == 0.0  # class edits scale it (test below)
     assert 0.0 < SWAP_SETTINGS.photo_anchor < 1.0
     # anchored, an identical r and g still leave the crop untouched (swap-pose FACE = REF)
     photo = (_pattern(N) * 255).round().astype(np.uint8)

@@ -200,15 +200,21 @@ def reload_run(run_dir: Path) -> tuple[TrainConfig, Any, Any]:
     return cfg, train, heldout
 
 
+def check_heldout_names(where: Any, recorded: list[str] | None, heldout: Any) -> None:
+    """The re-created held-out classes must be the ``recorded`` ones (when any were recorded);
+    a clear error naming ``where`` (a run directory or a bundle) otherwise."""
+    now = None if heldout is None else list(heldout.class_names)
+    if recorded is not None and list(recorded) != now:
+        raise LordfxError(
+            f"{where}: the re-created held-out classes {now} differ from the recorded "
+            f"{recorded} (dataset or reader changed since training)"
+        )
+
+
 def check_split(run_dir: Path, extra: dict[str, Any], train: Any, heldout: Any) -> None:
     """The re-created data must be the recorded one (same held-out classes, same training set)."""
     recorded = ((extra.get("heldout") or {}).get("split") or {}).get("heldout_class_names")
-    now = None if heldout is None else list(heldout.class_names)
-    if recorded is not None and recorded != now:
-        raise LordfxError(
-            f"{run_dir}: the re-created held-out classes {now} differ from the recorded "
-            f"{recorded} (dataset or reader changed since training)"
-        )
+    check_heldout_names(run_dir, recorded, heldout)
     groups = ((extra.get("heldout") or {}).get("split") or {}).get("heldout_groups")
     now_groups = None if heldout is None else heldout.meta.get("split", {}).get("heldout_groups")
     if groups is not None and groups != now_groups:

@@ -86,35 +86,24 @@ class HeldOut:
 
 def load_heldout(path: Path, data: Path | None, native: int = NATIVE) -> HeldOut:
     """Model and held-out identities of a run directory or a bundle (module doc)."""
-    from lordfx.bundle import load_bundle, read_bundle_config
-    from lordfx_trainer.config import TrainConfig
+    from lordfx.bundle import load_bundle
     from lordfx_trainer.data.images import to_canonical
-    from lordfx_trainer.evaluation.runs import read_config
-    from lordfx_trainer.train import prepare_data
+    from lordfx_trainer.evaluation.runs import bundle_training, read_config
+    from lordfx_trainer.train import check_heldout_names, prepare_data
 
     path = Path(path)
     if (path / "latent.safetensors").is_file():  # a run directory
         cfg, extra = read_config(path)
-        bundle_dir, recorded = path / "bundle", None
+        bundle_dir = path / "bundle"
         data = data or (Path(extra["data_path"]) if extra.get("data_path") else None)
         recorded = ((extra.get("heldout") or {}).get("split") or {}).get("heldout_class_names")
     else:
         bundle_dir = path
-        info = read_bundle_config(path)
-        if "training" not in info:
-            raise LordfxError(f"{path}: neither a run directory nor a bundle with its training")
-        cfg = TrainConfig.from_dict(info["training"]["config"], source=str(path))
-        split = (info.get("data") or {}).get("split") or {}
-        recorded = split.get("heldout_class_names")
-        data = data or Path((info.get("data") or {}).get("source", ""))
+        cfg, data, recorded = bundle_training(path, data)
     if cfg.num_heldout_classes < 2:
         raise LordfxError(f"{path}: the render evaluation needs >= 2 held-out identities")
     _, held = prepare_data(replace(cfg, image_size=native, max_classes=0), data)
-    if recorded is not None and list(held.class_names) != list(recorded):
-        raise LordfxError(
-            f"{path}: re-created held-out identities {list(held.class_names)[:5]}… differ from "
-            f"the recorded {recorded[:5]}… (data path {data} or reader changed)"
-        )
+    check_heldout_names(path, recorded, held)
     size = cfg.image_size
     small = np.stack([to_canonical(im, size, cfg.channels) for im in held.images])
     model = load_bundle(bundle_dir, device="cpu").model.eval()

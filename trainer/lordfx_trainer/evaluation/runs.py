@@ -111,15 +111,15 @@ def load_run(run_dir: Path, device: str = "auto") -> LoadedRun:
     return LoadedRun(run_dir, cfg, extra, train, heldout, latent, amortized, dev)
 
 
-def bundle_heldout(bundle_dir: Path, data: Path | None = None) -> ImageDataset | None:
-    """The held-out data of the run a bundle was trained from, re-created from the training
-    config and data path the bundle records (the run's ``--data``, or for bundles written
-    before that was recorded the reader's ``source``; ``data`` overrides both) and
-    checked against its recorded held-out class names: for scoring a shipped bundle whose
-    run directory is gone."""
+def bundle_training(
+    bundle_dir: Path, data: Path | None = None
+) -> tuple[TrainConfig, Path, list[str] | None]:
+    """What a bundle records of the run it came from: the training config, the data path
+    (the run's ``--data``, or for bundles written before that was recorded the reader's
+    ``source``; ``data`` overrides both) and the held-out class names (None if unrecorded).
+    For evaluating a bundle whose run directory is gone."""
     from lordfx.bundle import read_bundle_config
     from lordfx_trainer.config import upgrade_legacy
-    from lordfx_trainer.train import prepare_data
 
     info = read_bundle_config(Path(bundle_dir))
     training = info.get("training") or {}
@@ -127,15 +127,19 @@ def bundle_heldout(bundle_dir: Path, data: Path | None = None) -> ImageDataset |
     source = data or training.get("data_path") or (info.get("data") or {}).get("source")
     if recorded is None or source is None:
         raise LordfxError(f"{bundle_dir}: the bundle records no training config or data source")
-    cfg = TrainConfig.from_dict(upgrade_legacy(recorded))
-    _, heldout = prepare_data(cfg, Path(source))
+    cfg = TrainConfig.from_dict(upgrade_legacy(recorded), source=str(bundle_dir))
     names = ((info.get("data") or {}).get("split") or {}).get("heldout_class_names")
-    now = None if heldout is None else list(heldout.class_names)
-    if names is not None and names != now:
-        raise LordfxError(
-            f"{bundle_dir}: the re-created held-out classes {now} differ from the recorded "
-            f"{names} (dataset or reader changed since training)"
-        )
+    return cfg, Path(source), names
+
+
+def bundle_heldout(bundle_dir: Path, data: Path | None = None) -> ImageDataset | None:
+    """The held-out data of the run a bundle was trained from (:func:`bundle_training`),
+    re-created and checked against its recorded held-out class names."""
+    from lordfx_trainer.train import check_heldout_names, prepare_data
+
+    cfg, source, names = bundle_training(bundle_dir, data)
+    _, heldout = prepare_data(cfg, source)
+    check_heldout_names(bundle_dir, names, heldout)
     return heldout
 
 
