@@ -44,6 +44,9 @@ def main() -> None:
         "--judge-fer", type=Path, default=None, help="the judge eval-expressions --judge-fer made"
     )
     parser.add_argument(
+        "--judge", default="auto", help="the judge eval-expressions --judge made (auto)"
+    )
+    parser.add_argument(
         "--render",
         default="warp",
         help="comma-separated render modes to compare (warp, generate); default warp",
@@ -55,7 +58,7 @@ def main() -> None:
     root = Path(extra["data_path"])
     inp = expr_report._Inputs(args.run, cfg, extra, None, root, list(range(len(EXPRESSIONS))))
     settings = expr_report.ExpressionEvalSettings(
-        judge_fer=str(args.judge_fer) if args.judge_fer else None
+        judge_fer=str(args.judge_fer) if args.judge_fer else None, judge=args.judge
     )
     judge, record = expr_report._classifier(inp, settings)
     held = inp.test()

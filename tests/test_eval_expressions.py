@@ -335,3 +335,36 @@ def test_posed_judge_can_add_fer2013(posed_run, app, tmp_path):
     assert clf["data"]["fer2013"]["per_class"] == 500 and clf["cached"] is False
     assert clf["num_train"] + clf["num_val"] == 14 + 7 * 8  # training performers + FER2013
     assert data["identity"] == {"skipped": "--no-identity"}
+
+
+def test_vgg_probe_learns_bars_and_caches_only_its_head(tmp_path, monkeypatch):
+    """The posed-expression judge: frozen VGG16 features (random here, seeded) + a fitted
+    standardisation and linear layer; the cache holds those, not VGG16."""
+    from lordfx_trainer import weights
+    from lordfx_trainer.evaluation.expr_probe import feature_dim
+
+    def random_vgg(allow_random: bool = False) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return weights.vgg16_features()
+
+    monkeypatch.setattr(weights, "load_vgg16_features", random_vgg)
+    probe = ClassifierSettings(16, 1, num_classes=3, kind="vgg-probe", val_fraction=0.2)
+    labels = np.repeat(np.arange(3), 12)
+    model, record = load_or_train(
+        tmp_path, probe, {"root": "x"}, lambda: (_bars(labels, 16, 0), labels)
+    )
+    assert record["cached"] is False and record["num_train"] == 29 and record["num_val"] == 7
+    fresh = np.tile(np.arange(3), 4)
+    x = to_float(_bars(fresh, 16, 1))
+    assert np.mean(predict(model, x) == fresh) >= 0.9
+    assert set(model.state_dict()) == {
+        "mean",
+        "std",
+        "rgb_mean",
+        "rgb_std",
+        "head.weight",
+        "head.bias",
+    }
+    assert model.head.weight.shape == (3, feature_dim())
+    again, cached = load_or_train(tmp_path, probe, {"root": "x"}, lambda: pytest.fail("retrained"))
+    assert cached["cached"] is True and np.array_equal(predict(again, x), predict(model, x))

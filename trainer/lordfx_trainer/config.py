@@ -58,6 +58,10 @@ class TrainConfig:
     amortized_generator_lr: float = 1e-4
     class_code_weight: float = 10.0
     content_code_weight: float = 10.0
+    # > 0: clip each stage-2 step's global gradient norm (encoders + generator) to this. Off
+    # by default (runs before this key are unchanged); shoes64-cpu's 30-epoch stage 2 at
+    # encoder_lr 1e-3 diverged without it (loss 6.5 → 1.9e3 at epoch 6, runs/shoes64d)
+    amortized_grad_clip: float = 0.0
     # "" = each image's own stage-1 content code is its encoder target (paper Eq. 8); a
     # content factor's name (e.g. "performer") = the mean stage-1 code of the training images
     # sharing that factor's value, so E_c learns to drop what varies within it (the class)

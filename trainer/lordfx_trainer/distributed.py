@@ -219,14 +219,29 @@ class DistributedRun(Run):
 
     # -- the step: this rank's part of the batch, then the gradient all-reduce -------------
     def _spec(
-        self, name: str, epochs: int, step: Any, module: nn.Module, groups: list
+        self,
+        name: str,
+        epochs: int,
+        step: Any,
+        module: nn.Module,
+        groups: list,
+        max_grad_norm: float = 0.0,
     ) -> loop.StageSpec:
         spec = super()._spec(name, epochs, self._local_step(name, step), module, groups)
         sharded = self._sharded(module)
         own = [] if sharded is None else [sharded[1]]
         params = [p for group in spec.optimizer.param_groups for p in group["params"]]
         replicated = [p for p in params if not any(p is q for q in own)]
-        spec.optimizer.register_step_pre_hook(lambda *_: self._reduce(replicated, own))
+        if max_grad_norm > 0 and own:
+            raise UsageError("gradient clipping of a sharded code table is not supported")
+
+        def before_step(*_: Any) -> None:
+            # clip the all-reduced (whole-batch) gradient, as one process would
+            self._reduce(replicated, own)
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+
+        spec.optimizer.register_step_pre_hook(before_step)
         return spec
 
     def _local_step(self, name: str, step: Callable) -> Callable[[Batch], dict]:

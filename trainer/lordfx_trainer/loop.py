@@ -109,6 +109,7 @@ class StageSpec:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     minutes: float = 0.0  # > 0: the stage ends once it has trained this long (time budget)
+    max_grad_norm: float = 0.0  # > 0: clip the global gradient norm of ``module`` per step
 
 
 def run_stage(
@@ -151,6 +152,9 @@ def run_stage(
                 losses = spec.step(batch)
             spec.optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
+            if spec.max_grad_norm > 0:  # the norm before clipping is logged as grad_norm
+                norm = torch.nn.utils.clip_grad_norm_(spec.module.parameters(), spec.max_grad_norm)
+                losses = {**losses, "grad_norm": norm}
             spec.optimizer.step()
             spec.scheduler.step()
             state.step_in_epoch += 1

@@ -145,7 +145,13 @@ class Run:
         return module.to(memory_format=self.precision.memory_format)
 
     def _spec(
-        self, name: str, epochs: int, step: Any, module: torch.nn.Module, groups: list
+        self,
+        name: str,
+        epochs: int,
+        step: Any,
+        module: torch.nn.Module,
+        groups: list,
+        max_grad_norm: float = 0.0,
     ) -> loop.StageSpec:
         """A stage with its Adam and learning-rate schedule over all of its steps."""
         cfg = self.cfg
@@ -160,6 +166,7 @@ class Run:
             optimizer=opt,
             scheduler=loop.make_scheduler(opt, cfg.schedule, total, cfg.min_lr),
             minutes=cfg.minutes_for(name),
+            max_grad_norm=max_grad_norm,
         )
 
     def _latent_spec(self) -> loop.StageSpec:
@@ -231,6 +238,7 @@ class Run:
             ),
             self.amortized,
             groups,
+            max_grad_norm=cfg.amortized_grad_clip,
         )
 
     def start_stage2_from(self, latent_file: Path) -> None:

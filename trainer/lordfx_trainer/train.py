@@ -85,6 +85,7 @@ STAGE2_KEYS = frozenset(
         "content_target_group",
         "encoder_augment",
         "encoder_standardise",
+        "amortized_grad_clip",
         "amortized_minutes",
         "log_every",
         "checkpoint_every",

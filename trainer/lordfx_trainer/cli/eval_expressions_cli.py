@@ -39,13 +39,19 @@ def eval_expressions_command(
         help="Taiwanese runs: also train the judge on this FER2013 folder's train split "
         "(grey tiled to RGB, 500 per expression).",
     ),
+    judge: str = typer.Option(
+        "auto",
+        "--judge",
+        help="The expression judge: vgg-probe (linear probe on ImageNet VGG16 features), "
+        "cnn (small CNN from scratch) or auto (vgg-probe on taiwanese runs, cnn on fer2013).",
+    ),
     identity: bool = typer.Option(
         True, "--identity/--no-identity", help="dlib identity kept (taiwanese runs)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON result on stdout."),
 ) -> None:
     """Translate held-out images (FER2013 test, or the held-out performers of a taiwanese
-    run; and Yale faces) to every expression and ask a CNN trained on real images whether
+    run; and Yale faces) to every expression and ask a judge trained on real images whether
     each result shows it; plus the classifier's own accuracy, reconstruction and copy-input
     baselines, y←c leakage, all beside chance, and (taiwanese) dlib identity kept.
 
@@ -70,6 +76,7 @@ def eval_expressions_command(
         photos=tuple(str(p) for p in photos or ()),
         identity=identity,
         judge_fer=str(judge_fer) if judge_fer is not None else None,
+        judge=judge,
     )
     result = evaluate_expressions(run_dir, settings)
     typer.echo(f"wrote {Path(run_dir) / RESULT_FILE}", err=True)

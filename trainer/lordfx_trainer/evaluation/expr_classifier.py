@@ -1,4 +1,8 @@
-"""A small CNN expression classifier: the judge of the expression-translation protocol.
+"""The expression classifier: the judge of the expression-translation protocol.
+
+``kind = "cnn"`` is the small CNN below; ``kind = "vgg-probe"`` is a linear probe on frozen
+ImageNet VGG16 features (:mod:`expr_probe`; the posed-expression judge). Both share the
+training split, class weighting, cache and reports here.
 
 The paper scores RaFD expression transfer with a classifier trained on real images; here
 it is trained on the real FER2013 training split (all of it, de-duplicated, not only the
@@ -58,6 +62,7 @@ class ClassifierSettings:
     augment: bool = True  # random horizontal flip + shifts of S/16 px
     seed: int = 0
     downsample: int = 1  # average-pool the input by this factor first (64² → 32²: 1/4 the cost)
+    kind: str = "cnn"  # or "vgg-probe" (expr_probe; width/epochs/lr/augment unused there)
 
 
 class _Standardise(nn.Module):
@@ -68,12 +73,18 @@ class _Standardise(nn.Module):
         return (x - mean) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
 
 
-def build_classifier(s: ClassifierSettings) -> nn.Sequential:
-    """Three stages of two conv3×3-BN-ReLU (widths w, 2w, 4w), global average pool, linear;
+def build_classifier(s: ClassifierSettings) -> nn.Module:
+    """The judge of ``s.kind``: for "cnn", three stages of two conv3×3-BN-ReLU (widths w, 2w, 4w), global average pool, linear;
     ``downsample`` > 1 average-pools the input first.
 
     Shape: (N, channels, S, S) in [0, 1] → (N, num_classes) logits.
     """
+    if s.kind == "vgg-probe":
+        from lordfx_trainer.evaluation.expr_probe import VGGProbe
+
+        return VGGProbe(s.num_classes)
+    if s.kind != "cnn":
+        raise ValueError(f"classifier kind must be 'cnn' or 'vgg-probe', not {s.kind!r}")
     w = s.width
     first: list[nn.Module] = [nn.AvgPool2d(s.downsample)] if s.downsample > 1 else []
 
@@ -203,6 +214,11 @@ def train_classifier(
 
     Shape: images (N, S, S, C) uint8, labels (N,) int → (model in eval mode, record).
     """
+    if s.kind == "vgg-probe":
+        from lordfx_trainer.evaluation.expr_probe import train_probe
+
+        fit_idx, _ = split_indices(len(labels), s.seed, s.val_fraction)
+        return train_probe(images, labels, s, _class_weights(labels[fit_idx], s))
     start = time.time()
     fit_idx, val_idx = split_indices(len(labels), s.seed, s.val_fraction)
     x_val, y_val = to_float(images[val_idx]), labels[val_idx]

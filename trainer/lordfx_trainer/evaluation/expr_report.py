@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from lordfx.errors import LordfxError
+from lordfx.errors import LordfxError, UsageError
 from lordfx_trainer.data.fer2013 import EXPRESSIONS
 from lordfx_trainer.evaluation.expr_classifier import (
     ClassifierSettings,
@@ -98,6 +98,9 @@ class ExpressionEvalSettings:
     # run's size), at most judge_fer_per_class images per expression (seeded).
     judge_fer: str | None = None
     judge_fer_per_class: int = 500
+    # "auto": the VGG16 linear probe (expr_probe) on posed runs, the small CNN on FER2013
+    # runs (its features would cost ~40 min on FER2013's 28k training images on 2 cores)
+    judge: str = "auto"
     identity: bool = True
     strengths: tuple[float, ...] = (1.0, 0.5)
     batch_size: int = 256
@@ -265,9 +268,19 @@ def _evaluate(
     return result
 
 
+def judge_kind(judge: str, posed: bool) -> str:
+    """ExpressionEvalSettings.judge → a ClassifierSettings.kind ("auto": see there)."""
+    if judge == "auto":
+        return "vgg-probe" if posed else "cnn"
+    if judge not in ("cnn", "vgg-probe"):
+        raise UsageError(f"--judge must be auto, cnn or vgg-probe, not {judge!r}")
+    return judge
+
+
 def _classifier(inp: _Inputs, s: ExpressionEvalSettings) -> tuple[torch.nn.Module, dict[str, Any]]:
     cfg = inp.cfg
     epochs = s.classifier_epochs or DEFAULT_CLASSIFIER_EPOCHS[cfg.dataset]
+    kind = judge_kind(s.judge, inp.posed)
     settings = ClassifierSettings(
         cfg.image_size,
         cfg.channels,
@@ -275,7 +288,8 @@ def _classifier(inp: _Inputs, s: ExpressionEvalSettings) -> tuple[torch.nn.Modul
         width=s.classifier_width,
         epochs=epochs,
         seed=s.seed,
-        downsample=max(1, cfg.image_size // CLASSIFIER_MAX_SIZE),
+        downsample=max(1, cfg.image_size // CLASSIFIER_MAX_SIZE) if kind == "cnn" else 1,
+        kind=kind,
     )
     data_id: dict[str, Any] = {
         "dataset": "fer2013",
