@@ -249,3 +249,15 @@ def test_colour_bundle_edits_photos_through_the_api_and_cli(colour_editor, tmp_p
     assert len(list((tmp_path / "out").iterdir())) == 2
     with Image.open(tmp_path / "a_out.png") as im:
         assert im.size == photo.size
+
+
+def test_config_key_reaches_the_reader_and_other_readers_refuse_it(tmp_path):
+    from lordfx_trainer.config import TrainConfig
+    from lordfx_trainer.train import data_options, prepare_data
+
+    cfg = TrainConfig(dataset="taiwanese", data_min_agreement=0.5)
+    assert data_options(cfg) == {"min_agreement": 0.5}
+    assert data_options(TrainConfig(dataset="taiwanese")) == {}
+    wrong = TrainConfig(dataset="cars3d", data_min_agreement=0.5)
+    with pytest.raises(UsageError, match="min_agreement"):
+        prepare_data(wrong, tmp_path)

@@ -126,3 +126,25 @@ def test_runs_recorded_before_standardised_heads_resume_with_plain_heads(stage1_
     (old / "config.json").write_text(json.dumps(data))
     cfg, _ = read_run_config(old)
     assert cfg.encoder_standardise is False  # its checkpoints were trained with plain heads
+
+
+def _amortized_rows(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["stage"] == "amortized"]
+
+
+def test_stage2_gradient_clipping_logs_the_norm_and_changes_the_steps(stage1_run, tmp_path):
+    """amortized_grad_clip: huge = the unclipped run step for step (the norm only logged);
+    tiny = every step clipped, so training differs; it is a stage-2 key (--stage1-from ok)."""
+    plain = _amortized_rows(stage1_run)
+    assert all("grad_norm" not in r for r in plain)
+    loose = tmp_path / "loose"
+    assert _stage2_from(stage1_run, loose, "amortized_grad_clip=1e9").exit_code == 0
+    rows = _amortized_rows(loose)
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in plain], rel=1e-6)
+    assert all(r["grad_norm"] > 0 for r in rows)
+    tight = tmp_path / "tight"
+    assert _stage2_from(stage1_run, tight, "amortized_grad_clip=1e-4").exit_code == 0
+    clipped = _amortized_rows(tight)
+    assert all(r["grad_norm"] > 1e-4 for r in clipped)  # logged before clipping
+    assert clipped[-1]["loss"] != pytest.approx(rows[-1]["loss"], rel=1e-3)

@@ -32,6 +32,9 @@ class TrainConfig:
     max_classes: int = 0  # 0 = all; >0 keeps the first N training classes (small presets)
     max_images_per_class: int = 0  # 0 = all; >0 keeps a seeded sample per training class
     data_exclude: str = ""  # list of image paths to drop (reader's ``exclude`` option)
+    # taiwanese only: drop posed photos fewer than this share of the database's observers
+    # rated as the posed expression (reader option ``min_agreement``; 0 = keep all)
+    data_min_agreement: float = 0.0
     # -- model (paper A.1) -------------------------------------------------------------
     content_dim: int = 128
     class_dim: int = 256

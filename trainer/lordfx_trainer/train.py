@@ -22,6 +22,16 @@ def resolve_config(preset: str, overrides: dict[str, Any]) -> TrainConfig:
     return apply_overrides(cfg, overrides, source="--set")
 
 
+def data_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The dataset reader's options a config sets (``data_*`` keys that are not defaults)."""
+    options: dict[str, Any] = {}
+    if cfg.data_exclude:
+        options["exclude"] = cfg.data_exclude
+    if cfg.data_min_agreement:
+        options["min_agreement"] = cfg.data_min_agreement
+    return options
+
+
 def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
     """Load the dataset and split off held-out classes, or held-out groups of a content
     label such as performers (seeded; recorded in ``meta``)."""
@@ -30,8 +40,7 @@ def prepare_data(cfg: TrainConfig, data_path: Path | None) -> tuple[Any, Any]:
 
     if cfg.dataset != "synthetic" and data_path is None:
         raise UsageError(f"dataset {cfg.dataset!r} needs --data PATH")
-    options = {"exclude": cfg.data_exclude} if cfg.data_exclude else {}
-    ds = load_dataset(cfg.dataset, data_path, cfg.image_size, cfg.channels, **options)
+    ds = load_dataset(cfg.dataset, data_path, cfg.image_size, cfg.channels, **data_options(cfg))
     if cfg.dataset == "cars3d" and cfg.num_heldout_classes == 20:
         from lordfx_trainer.data.cars3d import split_cars3d
 

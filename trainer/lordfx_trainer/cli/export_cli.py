@@ -37,7 +37,7 @@ def export_data_command(
     from lordfx_trainer.config import parse_set_option
     from lordfx_trainer.data import load_dataset
     from lordfx_trainer.data.npz import find_npz, read_npz, write_npz
-    from lordfx_trainer.train import prepare_data, resolve_config
+    from lordfx_trainer.train import data_options, prepare_data, resolve_config
 
     if out.suffix != ".npz":
         raise UsageError(f"--out must name a .npz file, got {out}")
@@ -46,9 +46,8 @@ def export_data_command(
         raise UsageError("the preset already reads an exported .npz; give the original dataset")
     if cfg.dataset != "synthetic" and data is None:
         raise UsageError(f"dataset {cfg.dataset!r} needs --data PATH")
-    options = {"exclude": cfg.data_exclude} if cfg.data_exclude else {}
     start = time.perf_counter()
-    ds = load_dataset(cfg.dataset, data, cfg.image_size, cfg.channels, **options)
+    ds = load_dataset(cfg.dataset, data, cfg.image_size, cfg.channels, **data_options(cfg))
     export = export_record(cfg, ds, preset, data)
     write_npz(ds, out, export, compression)
     typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {compression}) in "
@@ -59,7 +58,7 @@ def export_data_command(
     if not same_dataset(ds, back):
         raise LordfxError(f"{out}: reads back different from what was written")
     if find_npz(out.parent) == out:  # the reader's data path is the folder: check it as used
-        npz_cfg = replace(cfg, dataset="npz", data_exclude="")
+        npz_cfg = replace(cfg, dataset="npz", data_exclude="", data_min_agreement=0.0)
         _, heldout = prepare_data(npz_cfg, out.parent)
         names = None if heldout is None else list(heldout.class_names)
         if names != export["split"]["heldout_class_names"]:
@@ -84,7 +83,7 @@ def export_record(cfg: Any, ds: Any, preset: str, data: Path | None) -> dict[str
     return {
         "command": shlex.join(["lordfx", *sys.argv[1:]]) if sys.argv else "",
         "preset": preset,
-        "config": {k: getattr(cfg, k) for k in (*keys, "data_exclude")},
+        "config": {k: getattr(cfg, k) for k in (*keys, "data_exclude", "data_min_agreement")},
         "data_path": str(Path(data).resolve()) if data is not None else None,
         "split": {
             "num_heldout": cfg.num_heldout_classes,
