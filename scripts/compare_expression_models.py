@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from lordfx_expressions.preprocess import make_preprocessor
 from lordfx_trainer.data.fer2013 import EXPRESSIONS
+from lordfx_trainer.data.taiwanese import labelled_paths
 from lordfx_trainer.evaluation import expr_report
 from lordfx_trainer.evaluation.expr_classifier import predict, to_float
 from lordfx_trainer.evaluation.runs import read_config
@@ -64,13 +65,12 @@ def main() -> None:
     held = inp.test()
     performers = held.meta["content_values"]["performer"]
     # the held-out photos' files, in the reader's order (sorted names, faces found)
-    names = sorted(
+    held_out = {performers[i] for i in np.unique(held.content_labels[:, 0])}
+    names = [
         p.name
-        for p in (root / "images").glob("*.jpg")
-        if p.stem[:2] in {performers[i] for i in np.unique(held.content_labels[:, 0])}
-        and p.stem[4] != "0"
-        and p.name not in held.meta.get("no_face", [])
-    )
+        for p in labelled_paths(root, cfg.data_min_agreement)
+        if p.stem[:2] in held_out and p.name not in held.meta.get("no_face", [])
+    ]
     assert len(names) == held.num_images, (len(names), held.num_images)
     rng = np.random.default_rng(args.seed)
     pick = np.sort(

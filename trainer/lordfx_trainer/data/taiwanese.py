@@ -168,6 +168,17 @@ def load_taiwanese(
     )
 
 
+def labelled_paths(root: Path, min_agreement: float = 0.0) -> list[Path]:
+    """The photos :func:`load_taiwanese` reads, in its order, before face detection (those
+    without a detected face are then dropped and listed in ``meta["no_face"]``)."""
+    root = Path(root)
+    folder = root / "images" if (root / "images").is_dir() else root
+    paths, fields, _ = _scan(folder)
+    if min_agreement > 0:
+        paths, fields, _ = _filter_by_ratings(root / RATINGS_FILE, paths, fields, min_agreement)
+    return paths
+
+
 def _scan(folder: Path) -> tuple[list[Path], list[dict[str, str]], list[str]]:
     paths, fields, unlabelled, odd = [], [], [], 0
     for path in sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p)):
