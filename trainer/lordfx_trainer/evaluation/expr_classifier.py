@@ -74,8 +74,8 @@ class _Standardise(nn.Module):
 
 
 def build_classifier(s: ClassifierSettings) -> nn.Module:
-    """The judge of ``s.kind``: for "cnn", three stages of two conv3×3-BN-ReLU (widths w, 2w, 4w), global average pool, linear;
-    ``downsample`` > 1 average-pools the input first.
+    """The judge of ``s.kind``: for "cnn", three stages of two conv3×3-BN-ReLU (widths w, 2w,
+    4w), global average pool, linear; ``downsample`` > 1 average-pools the input first.
 
     Shape: (N, channels, S, S) in [0, 1] → (N, num_classes) logits.
     """

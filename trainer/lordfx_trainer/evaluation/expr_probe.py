@@ -10,8 +10,9 @@ regression (L2 penalty ``PROBE_L2`` on the standardised weights, L-BFGS) is fitt
 training images and their mirror images. Nothing but the standardisation and the linear
 layer is learned, so ~1,000 images are enough and the fit takes seconds after the features.
 
-Measured on taiwanese_expressions (scripts' numbers in docs/results.md): held-out performers'
-real photos 0.70 vs 0.59 for the CNN.
+Measured on taiwanese_expressions (docs/results.md, `lordfx eval-expressions
+runs/expressions64g`): held-out performers' real photos 0.675 vs 0.593 for the CNN + FER2013
+judge.
 
 The VGG16 weights are the ImageNet ones the perceptual loss uses (``lordfx weights``); they
 are not stored with the probe (its cache file holds the standardisation and the linear layer).
