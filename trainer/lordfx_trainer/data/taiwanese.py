@@ -127,21 +127,15 @@ def load_taiwanese(
     if not 0.0 <= min_agreement <= 1.0:
         raise UsageError(f"taiwanese min_agreement must be in [0, 1], got {min_agreement}")
     root = Path(root)
-    folder = root / "images" if (root / "images").is_dir() else root
-    paths, fields, unlabelled = _scan(folder)
-    if not paths:
-        raise InputError(folder, "no taiwanese_expressions photos (PPTVeNN.jpg) found")
+    paths, fields, unlabelled, num_files, dropped = _select(root, min_agreement)
     meta: dict[str, object] = {
         "source": str(root),
         "reader": "taiwanese",
         "crop": crop,
-        "num_files": len(paths) + len(unlabelled),
+        "num_files": num_files,
         "unlabelled_skipped": unlabelled,
     }
-    if min_agreement > 0:
-        paths, fields, dropped = _filter_by_ratings(
-            root / RATINGS_FILE, paths, fields, min_agreement
-        )
+    if dropped is not None:
         meta |= {"min_agreement": min_agreement, "dropped_by_ratings": dropped}
     if crop == "face":
         images, kept, no_face = _face_crops(paths, image_size, channels, cache, skip_bad)
@@ -171,12 +165,23 @@ def load_taiwanese(
 def labelled_paths(root: Path, min_agreement: float = 0.0) -> list[Path]:
     """The photos :func:`load_taiwanese` reads, in its order, before face detection (those
     without a detected face are then dropped and listed in ``meta["no_face"]``)."""
-    root = Path(root)
+    return _select(Path(root), min_agreement)[0]
+
+
+def _select(root: Path, min_agreement: float) -> tuple[
+    list[Path], list[dict[str, str]], list[str], int, dict[str, int] | None
+]:  # fmt: skip
+    """(paths, fields, unlabelled names, files seen, ratings-filter counts or None)."""
     folder = root / "images" if (root / "images").is_dir() else root
-    paths, fields, _ = _scan(folder)
+    paths, fields, unlabelled = _scan(folder)
+    if not paths:
+        raise InputError(folder, "no taiwanese_expressions photos (PPTVeNN.jpg) found")
+    num_files, dropped = len(paths) + len(unlabelled), None
     if min_agreement > 0:
-        paths, fields, _ = _filter_by_ratings(root / RATINGS_FILE, paths, fields, min_agreement)
-    return paths
+        paths, fields, dropped = _filter_by_ratings(
+            root / RATINGS_FILE, paths, fields, min_agreement
+        )
+    return paths, fields, unlabelled, num_files, dropped
 
 
 def _scan(folder: Path) -> tuple[list[Path], list[dict[str, str]], list[str]]:

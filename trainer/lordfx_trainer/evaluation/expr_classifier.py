@@ -214,13 +214,13 @@ def train_classifier(
 
     Shape: images (N, S, S, C) uint8, labels (N,) int → (model in eval mode, record).
     """
+    start = time.time()
+    fit_idx, val_idx = split_indices(len(labels), s.seed, s.val_fraction)
     if s.kind == "vgg-probe":
         from lordfx_trainer.evaluation.expr_probe import train_probe
 
-        fit_idx, _ = split_indices(len(labels), s.seed, s.val_fraction)
-        return train_probe(images, labels, s, _class_weights(labels[fit_idx], s))
-    start = time.time()
-    fit_idx, val_idx = split_indices(len(labels), s.seed, s.val_fraction)
+        weights = _class_weights(labels[fit_idx], s)
+        return train_probe(images, labels, s, fit_idx, val_idx, weights)
     x_val, y_val = to_float(images[val_idx]), labels[val_idx]
     x_fit, y_fit = images[fit_idx], torch.from_numpy(labels[fit_idx])
     weights = _class_weights(labels[fit_idx], s)

@@ -126,17 +126,21 @@ def fit_probe(
 
 
 def train_probe(
-    images: np.ndarray, labels: np.ndarray, s: Any, weights: torch.Tensor
+    images: np.ndarray,
+    labels: np.ndarray,
+    s: Any,
+    fit_idx: np.ndarray,
+    val_idx: np.ndarray,
+    weights: torch.Tensor,
 ) -> tuple[VGGProbe, dict[str, Any]]:
-    """Fit on a seeded (1 - val_fraction) split (images + mirror images), report the rest.
+    """Fit on ``fit_idx`` (images + mirror images) with class ``weights``, report ``val_idx``
+    (the split and weights of :func:`expr_classifier.train_classifier`).
 
     Shape: images (N, S, S, C) uint8, labels (N,) int → (probe in eval mode, record).
     """
     from lordfx_trainer.evaluation.expr_classifier import accuracy_report, predict, to_float
-    from lordfx_trainer.evaluation.leakage import split_indices
 
     start = time.time()
-    fit_idx, val_idx = split_indices(len(labels), s.seed, s.val_fraction)
     model = VGGProbe(s.num_classes).eval()
     feats = probe_features(model, images[fit_idx])
     y = torch.from_numpy(np.concatenate([labels[fit_idx], labels[fit_idx]]))
