@@ -368,3 +368,79 @@ def test_vgg_probe_learns_bars_and_caches_only_its_head(tmp_path, monkeypatch):
     assert model.head.weight.shape == (3, feature_dim())
     again, cached = load_or_train(tmp_path, probe, {"root": "x"}, lambda: pytest.fail("retrained"))
     assert cached["cached"] is True and np.array_equal(predict(again, x), predict(model, x))
+
+
+def test_vgg_landmarks_probe_scales_landmarks_and_caches_only_its_head(tmp_path, monkeypatch):
+    """kind "vgg-landmarks": the landmark function's numbers follow VGG16's features, their
+    standardisation is divided by LANDMARK_GAIN, and the cache round-trips (dlib stubbed: a
+    landmark function that reads the bars' position, so the probe can use it)."""
+    from lordfx_trainer import weights
+    from lordfx_trainer.evaluation import expr_probe
+
+    def random_vgg(allow_random: bool = False) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return weights.vgg16_features()
+
+    def fake_landmarks(x: torch.Tensor) -> torch.Tensor:  # (N, C, S, S) → (N, 136)
+        rows = x.mean(dim=(1, 3))  # (N, S) brightness per row
+        pos = (rows * torch.arange(x.shape[2])).sum(1) / rows.sum(1).clamp_min(1e-6)
+        return pos[:, None].repeat(1, expr_probe.LANDMARK_DIM) / x.shape[2]
+
+    class FakeDlib:
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return fake_landmarks(x)
+
+    monkeypatch.setattr(weights, "load_vgg16_features", random_vgg)
+    monkeypatch.setattr(expr_probe, "DlibLandmarks", FakeDlib)
+    s = ClassifierSettings(16, 1, num_classes=3, kind="vgg-landmarks", val_fraction=0.2)
+    labels = np.repeat(np.arange(3), 12)
+    model, record = load_or_train(
+        tmp_path, s, {"root": "x"}, lambda: (_bars(labels, 16, 0), labels)
+    )
+    assert record["cached"] is False and record["settings"]["kind"] == "vgg-landmarks"
+    assert model.head.weight.shape == (3, expr_probe.feature_dim(landmarks=True))
+    x = to_float(_bars(np.tile(np.arange(3), 4), 16, 1))
+    feats = model.features(x)
+    assert torch.allclose(feats[:, -expr_probe.LANDMARK_DIM :], fake_landmarks(x))
+    # the landmark columns' stored std = their std on the fit features / LANDMARK_GAIN
+    fit = expr_probe.probe_features(model, _bars(labels, 16, 0)[record_fit_idx(labels, s)])
+    want = fit[:, -expr_probe.LANDMARK_DIM :].std(0).clamp_min(1e-3) / expr_probe.LANDMARK_GAIN
+    assert torch.allclose(model.std[-expr_probe.LANDMARK_DIM :], want, rtol=1e-4)
+    again, cached = load_or_train(tmp_path, s, {"root": "x"}, lambda: pytest.fail("retrained"))
+    assert cached["cached"] is True
+    assert np.array_equal(predict(again, x), predict(model, x))
+    with pytest.raises(ValueError, match="probe kind"):
+        expr_probe.build_probe(3, "vgg-something")
+
+
+def record_fit_idx(labels: np.ndarray, s: ClassifierSettings) -> np.ndarray:
+    from lordfx_trainer.evaluation.leakage import split_indices
+
+    return split_indices(len(labels), s.seed, s.val_fraction)[0]
+
+
+def test_dlib_landmarks_on_a_real_face_crop():
+    """dlib's 68 points on the expressions plugin's 64² crop of an example photo: unit norm,
+    centred, eyes above the mouth, and the same points from a grey copy of the crop."""
+    from lordfx_trainer.evaluation.face_metrics import dlib_available
+
+    if not dlib_available():
+        pytest.skip("dlib / face_recognition_models not installed (eval-faces extra)")
+    from lordfx_expressions.preprocess import make_preprocessor
+    from lordfx_trainer.evaluation.expr_probe import LANDMARK_DIM, DlibLandmarks
+
+    from lordfx.imageio import read_image
+
+    pre = make_preprocessor(64, channels=3)
+    photo = read_image(EXAMPLE)
+    crop = pre.crop(photo, pre.detect(photo)[0])  # (64, 64, 3) uint8
+    x = to_float(crop[None])
+    pts = DlibLandmarks()(x)
+    assert pts.shape == (1, LANDMARK_DIM) and torch.isfinite(pts).all()
+    p = pts.view(68, 2)
+    assert torch.allclose(p.mean(0), torch.zeros(2), atol=1e-5)
+    assert abs(float((p**2).sum()) - 1.0) < 1e-4
+    eyes_y, mouth_y = p[36:48, 1].mean(), p[48:68, 1].mean()
+    assert eyes_y < mouth_y  # image y grows downwards
+    grey = DlibLandmarks()(x.mean(1, keepdim=True))
+    assert (grey - pts).abs().max() < 0.05

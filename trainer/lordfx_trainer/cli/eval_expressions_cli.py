@@ -43,7 +43,8 @@ def eval_expressions_command(
         "auto",
         "--judge",
         help="The expression judge: vgg-probe (linear probe on ImageNet VGG16 features), "
-        "cnn (small CNN from scratch) or auto (vgg-probe on taiwanese runs, cnn on fer2013).",
+        "vgg-landmarks (the same + dlib's 68 landmarks), cnn (small CNN from scratch) or auto "
+        "(vgg-landmarks on taiwanese runs, vgg-probe there without dlib; cnn on fer2013).",
     ),
     identity: bool = typer.Option(
         True, "--identity/--no-identity", help="dlib identity kept (taiwanese runs)."

@@ -1,8 +1,9 @@
 """The expression classifier: the judge of the expression-translation protocol.
 
 ``kind = "cnn"`` is the small CNN below; ``kind = "vgg-probe"`` is a linear probe on frozen
-ImageNet VGG16 features (:mod:`expr_probe`; the posed-expression judge). Both share the
-training split, class weighting, cache and reports here.
+ImageNet VGG16 features and ``"vgg-landmarks"`` the same with dlib's 68 landmarks added
+(:mod:`expr_probe`; the posed-expression judge). All share the training split, class
+weighting, cache and reports here.
 
 The paper scores RaFD expression transfer with a classifier trained on real images; here
 it is trained on the real FER2013 training split (all of it, de-duplicated, not only the
@@ -62,7 +63,8 @@ class ClassifierSettings:
     augment: bool = True  # random horizontal flip + shifts of S/16 px
     seed: int = 0
     downsample: int = 1  # average-pool the input by this factor first (64² → 32²: 1/4 the cost)
-    kind: str = "cnn"  # or "vgg-probe" (expr_probe; width/epochs/lr/augment unused there)
+    # or "vgg-probe" / "vgg-landmarks" (expr_probe; width/epochs/lr/augment unused there)
+    kind: str = "cnn"
 
 
 class _Standardise(nn.Module):
@@ -79,12 +81,12 @@ def build_classifier(s: ClassifierSettings) -> nn.Module:
 
     Shape: (N, channels, S, S) in [0, 1] → (N, num_classes) logits.
     """
-    if s.kind == "vgg-probe":
-        from lordfx_trainer.evaluation.expr_probe import VGGProbe
+    from lordfx_trainer.evaluation.expr_probe import PROBE_KINDS, build_probe
 
-        return VGGProbe(s.num_classes)
+    if s.kind in PROBE_KINDS:
+        return build_probe(s.num_classes, s.kind)
     if s.kind != "cnn":
-        raise ValueError(f"classifier kind must be 'cnn' or 'vgg-probe', not {s.kind!r}")
+        raise ValueError(f"classifier kind must be 'cnn' or one of {PROBE_KINDS}, not {s.kind!r}")
     w = s.width
     first: list[nn.Module] = [nn.AvgPool2d(s.downsample)] if s.downsample > 1 else []
 
@@ -216,9 +218,9 @@ def train_classifier(
     """
     start = time.time()
     fit_idx, val_idx = split_indices(len(labels), s.seed, s.val_fraction)
-    if s.kind == "vgg-probe":
-        from lordfx_trainer.evaluation.expr_probe import train_probe
+    from lordfx_trainer.evaluation.expr_probe import PROBE_KINDS, train_probe
 
+    if s.kind in PROBE_KINDS:
         weights = _class_weights(labels[fit_idx], s)
         return train_probe(images, labels, s, fit_idx, val_idx, weights)
     x_val, y_val = to_float(images[val_idx]), labels[val_idx]

@@ -14,14 +14,27 @@ Measured on taiwanese_expressions (docs/results.md, `lordfx eval-expressions
 runs/expressions64g`): held-out performers' real photos 0.675 vs 0.593 for the CNN + FER2013
 judge.
 
-The VGG16 weights are the ImageNet ones the perceptual loss uses (``lordfx weights``); they
-are not stored with the probe (its cache file holds the standardisation and the linear layer).
+``kind = "vgg-landmarks"`` adds the face's geometry: dlib's 68 landmarks (the iBUG 300-W
+shape predictor of the ``eval-faces`` extra, an evaluation tool) found on the crop upsampled
+to ``LANDMARK_SIZE``² inside a fixed box (``LANDMARK_MARGIN`` of the side in from each edge:
+the crops are already aligned, so no detector runs), centred and scaled to unit norm (136
+numbers). After standardisation they are multiplied by ``LANDMARK_GAIN``, which lowers their
+L2 penalty by its square: 136 numbers beside 20,480 VGG features would otherwise barely
+move the fit. Chosen on expressions64h's split (24 training / 5 held-out performers, 170
+held-out photos; one-off script fitting on all training photos, docs/results.md): VGG 0.747,
+landmarks alone 0.712, VGG + landmarks at gain 1 / 3 / 10 / 30: 0.747 / 0.753 / 0.800 /
+0.794. Through eval-expressions (fit on 90 % of them): 0.794 vs 0.759 for VGG alone.
+
+The VGG16 weights are the ImageNet ones the perceptual loss uses (``lordfx weights``) and
+the landmark model is dlib's; neither is stored with the probe (its cache file holds the
+standardisation and the linear layer).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,10 +49,53 @@ PROBE_TAPS = ("relu3_3", "relu4_3", "relu5_3")
 PROBE_GRID = 4  # each tap average-pooled to PROBE_GRID × PROBE_GRID
 PROBE_L2 = 0.1  # on the standardised features' weights (sum of squares)
 _TAP_CHANNELS = {"relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
+LANDMARK_SIZE = 256  # the crop is upsampled (bicubic) to this side for dlib's predictor
+LANDMARK_MARGIN = 0.1  # the predictor's box: this fraction of the side in from each edge
+LANDMARK_GAIN = 10.0  # standardised landmark features × this (module doc)
+LANDMARK_DIM = 136  # 68 points × (x, y)
+
+#: (N, C, S, S) float in [0, 1] → (N, LANDMARK_DIM) float
+Landmarks = Callable[[torch.Tensor], torch.Tensor]
 
 
-def feature_dim() -> int:
-    return sum(_TAP_CHANNELS[t] for t in PROBE_TAPS) * PROBE_GRID * PROBE_GRID
+def feature_dim(landmarks: bool = False) -> int:
+    vgg = sum(_TAP_CHANNELS[t] for t in PROBE_TAPS) * PROBE_GRID * PROBE_GRID
+    return vgg + (LANDMARK_DIM if landmarks else 0)
+
+
+class DlibLandmarks:
+    """dlib's 68 landmarks of aligned face crops, centred and scaled to unit norm.
+
+    Shape: (N, C, S, S) in [0, 1] (C = 1 is tiled to RGB) → (N, 136) float32, the points'
+    (x, y) in order, as fractions of the side before centring.
+    """
+
+    def __init__(self) -> None:
+        from lordfx_trainer.evaluation.face_metrics import LANDMARK_MODEL, import_dlib, model_dir
+
+        dlib = import_dlib()
+
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(model_dir() / LANDMARK_MODEL))
+        m = int(round(LANDMARK_MARGIN * LANDMARK_SIZE))
+        self._rect = dlib.rectangle(m, m, LANDMARK_SIZE - 1 - m, LANDMARK_SIZE - 1 - m)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import cv2
+
+        x = x.float().cpu()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        out = np.empty((len(images), 68, 2), np.float32)
+        for i, im in enumerate(images):
+            big = cv2.resize(im, (LANDMARK_SIZE, LANDMARK_SIZE), interpolation=cv2.INTER_CUBIC)
+            shape = self._predictor(np.ascontiguousarray(big), self._rect)
+            out[i] = [(p.x, p.y) for p in shape.parts()]
+        out /= LANDMARK_SIZE
+        out -= out.mean(1, keepdims=True)
+        out /= np.sqrt((out**2).sum((1, 2), keepdims=True)).clip(1e-6)
+        return torch.from_numpy(out.reshape(len(out), LANDMARK_DIM))
 
 
 class _Frozen:
@@ -50,9 +106,14 @@ class _Frozen:
 
 
 class VGGProbe(nn.Module):
-    """Shape: (N, C, S, S) in [0, 1] (C = 1 is tiled to RGB) → (N, num_classes) logits."""
+    """Shape: (N, C, S, S) in [0, 1] (C = 1 is tiled to RGB) → (N, num_classes) logits.
 
-    def __init__(self, num_classes: int, vgg: nn.Module | None = None) -> None:
+    ``landmarks``: a :data:`Landmarks` function whose features follow VGG16's (kind
+    ``"vgg-landmarks"``), or None (kind ``"vgg-probe"``)."""
+
+    def __init__(
+        self, num_classes: int, vgg: nn.Module | None = None, landmarks: Landmarks | None = None
+    ) -> None:
         super().__init__()
         from lordfx_trainer.losses import IMAGENET_MEAN, IMAGENET_STD, VGG16_TAPS
 
@@ -63,7 +124,8 @@ class VGGProbe(nn.Module):
         last = max(VGG16_TAPS[t] for t in PROBE_TAPS)
         self._vgg = _Frozen(vgg[: last + 1].eval().requires_grad_(False))
         self._taps = {VGG16_TAPS[t] for t in PROBE_TAPS}
-        dim = feature_dim()
+        self.landmarks = landmarks
+        dim = feature_dim(landmarks is not None)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
@@ -72,8 +134,10 @@ class VGGProbe(nn.Module):
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape: (N, C, S, S) in [0, 1] → (N, feature_dim()) raw (unstandardised) features."""
+        """Shape: (N, C, S, S) in [0, 1] → (N, feature_dim(...)) raw (unstandardised)
+        features: VGG16's, then the landmarks' when the probe has them."""
         x = x.float().to(self.rgb_mean.device)
+        extra = [self.landmarks(x).to(x.device)] if self.landmarks is not None else []
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(x, size=PROBE_SIZE, mode="bilinear", align_corners=False)
@@ -83,10 +147,20 @@ class VGGProbe(nn.Module):
             x = layer(x)
             if i in self._taps:
                 out.append(F.adaptive_avg_pool2d(x, PROBE_GRID).flatten(1))
-        return torch.cat(out, 1)
+        return torch.cat(out + extra, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head((self.features(x) - self.mean) / self.std)
+
+
+def build_probe(num_classes: int, kind: str) -> VGGProbe:
+    """The unfitted probe of ``kind``: "vgg-probe" or "vgg-landmarks" (dlib's landmarks)."""
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"probe kind must be one of {PROBE_KINDS}, not {kind!r}")
+    return VGGProbe(num_classes, landmarks=DlibLandmarks() if kind == "vgg-landmarks" else None)
+
+
+PROBE_KINDS = ("vgg-probe", "vgg-landmarks")
 
 
 def probe_features(model: VGGProbe, images: np.ndarray, batch: int = 64) -> torch.Tensor:
@@ -104,8 +178,12 @@ def probe_features(model: VGGProbe, images: np.ndarray, batch: int = 64) -> torc
 def fit_probe(
     model: VGGProbe, feats: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
 ) -> None:
-    """Standardise on ``feats`` and fit the head (class-weighted cross-entropy + L2)."""
+    """Standardise on ``feats`` and fit the head (class-weighted cross-entropy + L2); the
+    landmark features, if any, are scaled by ``LANDMARK_GAIN`` after standardisation (folded
+    into the stored std, so the forward pass is unchanged)."""
     mean, std = feats.mean(0), feats.std(0).clamp_min(1e-3)
+    if model.landmarks is not None:
+        std[-LANDMARK_DIM:] /= LANDMARK_GAIN
     x = (feats - mean) / std
     w = torch.zeros(x.shape[1], model.head.out_features, requires_grad=True)
     b = torch.zeros(model.head.out_features, requires_grad=True)
@@ -141,7 +219,7 @@ def train_probe(
     from lordfx_trainer.evaluation.expr_classifier import accuracy_report, predict, to_float
 
     start = time.time()
-    model = VGGProbe(s.num_classes).eval()
+    model = build_probe(s.num_classes, s.kind).eval()
     feats = probe_features(model, images[fit_idx])
     y = torch.from_numpy(np.concatenate([labels[fit_idx], labels[fit_idx]]))
     with torch.random.fork_rng(devices=[]):

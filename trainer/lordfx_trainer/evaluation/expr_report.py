@@ -98,8 +98,10 @@ class ExpressionEvalSettings:
     # run's size), at most judge_fer_per_class images per expression (seeded).
     judge_fer: str | None = None
     judge_fer_per_class: int = 500
-    # "auto": the VGG16 linear probe (expr_probe) on posed runs, the small CNN on FER2013
-    # runs (its features would cost ~40 min on FER2013's 28k training images on 2 cores)
+    # "auto": on posed runs the linear probe on VGG16 features + dlib's 68 landmarks
+    # ("vgg-landmarks", expr_probe; "vgg-probe", VGG16 only, when dlib is not installed), on
+    # FER2013 runs the small CNN (VGG features would cost ~40 min on FER2013's 28k training
+    # images on 2 cores)
     judge: str = "auto"
     identity: bool = True
     strengths: tuple[float, ...] = (1.0, 0.5)
@@ -270,10 +272,18 @@ def _evaluate(
 
 def judge_kind(judge: str, posed: bool) -> str:
     """ExpressionEvalSettings.judge → a ClassifierSettings.kind ("auto": see there)."""
+    from lordfx_trainer.evaluation.expr_probe import PROBE_KINDS
+    from lordfx_trainer.evaluation.face_metrics import dlib_available
+
     if judge == "auto":
-        return "vgg-probe" if posed else "cnn"
-    if judge not in ("cnn", "vgg-probe"):
-        raise UsageError(f"--judge must be auto, cnn or vgg-probe, not {judge!r}")
+        if not posed:
+            return "cnn"
+        if dlib_available():
+            return "vgg-landmarks"
+        log.warning("dlib is not installed: the judge is the VGG16 probe without landmarks")
+        return "vgg-probe"
+    if judge not in ("cnn", *PROBE_KINDS):
+        raise UsageError(f"--judge must be auto, cnn, {', '.join(PROBE_KINDS)}, not {judge!r}")
     return judge
 
 

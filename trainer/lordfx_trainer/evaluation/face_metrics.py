@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -160,14 +161,31 @@ def model_dir() -> Path:
     return folder
 
 
+def import_dlib() -> Any:
+    """The dlib module, or a :class:`LordfxError` naming the extra that installs it."""
+    try:
+        import dlib
+    except ImportError:
+        raise LordfxError(f"eval-faces needs dlib: {EXTRA_HINT}") from None
+    return dlib
+
+
+def dlib_available() -> bool:
+    """Whether dlib and face_recognition_models' two model files are installed."""
+    if importlib.util.find_spec("dlib") is None:
+        return False
+    try:
+        model_dir()
+    except LordfxError:
+        return False
+    return True
+
+
 class DlibFaces:
     """dlib's 68-point shape predictor and ResNet face descriptor on a fixed face box."""
 
     def __init__(self, box: FaceBox = FaceBox(), size: int = UPSAMPLE) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise LordfxError(f"eval-faces needs dlib: {EXTRA_HINT}") from None
+        dlib = import_dlib()
         folder = model_dir()
         self.dlib, self.box, self.size = dlib, box, size
         self.predictor = dlib.shape_predictor(str(folder / LANDMARK_MODEL))
