@@ -9,6 +9,13 @@ performers' real photos; run ``lordfx eval-expressions RUN`` first). Prints, per
 render, how often the edit is judged as its target (per target and mean, over sources other
 than the target) beside the same judge on the unedited photos ("copy input").
 
+``--identity`` (dlib, the eval-faces extra) adds whether the edit keeps the person: each
+edited photo's dlib descriptor (the face cropped at the posed framing at 150²) is matched to
+the held-out performers by its mean distance to each one's other photos (all held-out photos
+of this split, the source photo left out); "identified" is the share matched to its own
+performer (unedited photos: the same share for the sources themselves), beside the mean
+descriptor distance edit ↔ source.
+
     nice -n 19 .venv/bin/python scripts/compare_expression_models.py runs/expressions64-cpu \\
         plugins/expressions/lordfx_expressions/model runs/expressions64-cpu/bundle --per-class 3
 """
@@ -46,6 +53,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--judge", default="auto", help="the judge eval-expressions --judge made (auto)"
+    )
+    parser.add_argument(
+        "--identity", action="store_true", help="also identify the edited person (dlib)"
     )
     parser.add_argument(
         "--render",
@@ -95,6 +105,7 @@ def main() -> None:
         return predict(judge, to_float(crops))
 
     copy = judge_crops(photos)
+    ident = _Identify(root, names, pick, photos, boxes) if args.identity else None
     out = {
         "run": str(args.run),
         "judge": {"file": record["file"], "val_accuracy": record["val_accuracy"]},
@@ -102,6 +113,8 @@ def main() -> None:
         "copy_input_accuracy": float(np.mean(copy == labels)),
         "bundles": {},
     }
+    if ident is not None:
+        out["identity_unedited"] = ident.score(photos)
     for bundle_dir in args.bundles:
         start = time.time()
         bundle = load_bundle(bundle_dir)
@@ -118,11 +131,52 @@ def main() -> None:
                     "accuracy_other_sources": float(hit[other].mean()),
                     "copy_input_other_sources": float((copy[other] == t).mean()),
                 }
+                if ident is not None:
+                    per_target[name]["identity"] = ident.score(edited)
             mean = float(np.mean([v["accuracy_other_sources"] for v in per_target.values()]))
             result[render] = {"mean_accuracy_other_sources": mean, "per_target": per_target}
+            if ident is not None:
+                for key in ("identified", "mean_distance"):
+                    values = [v["identity"][key] for v in per_target.values()]
+                    result[render][f"mean_{key}"] = float(np.mean(values))
         result["seconds"] = round(time.time() - start, 1)
         out["bundles"][str(bundle_dir)] = result
     print(json.dumps(out, indent=2))
+
+
+class _Identify:
+    """Which held-out performer an edited photo shows (module doc, ``--identity``)."""
+
+    def __init__(self, root: Path, names: list, pick: np.ndarray, photos: list, boxes: list):
+        from lordfx_trainer.evaluation.expr_identity import PosedDescriptors
+
+        self.crop = make_preprocessor(150, channels=3)
+        self.d, self.boxes, self.pick = PosedDescriptors(), boxes, pick
+        gallery = [read_image(root / "images" / n) for n in names]
+        crops = np.stack([self.crop.crop(im, self.crop.detect(im)[0]) for im in gallery])
+        rects, _ = self.d.boxes(crops)
+        self.gallery = self.d.describe(crops, rects)
+        self.performer = np.array([n[:2] for n in names])
+        sources = self._crops(photos)
+        self.rects, _ = self.d.boxes(sources)
+        self.source = self.d.describe(sources, self.rects)
+
+    def _crops(self, images: list) -> np.ndarray:
+        return np.stack([self.crop.crop(im, b) for im, b in zip(images, self.boxes, strict=True)])
+
+    def score(self, images: list) -> dict:
+        desc = self.d.describe(self._crops(images), self.rects)
+        people = sorted(set(self.performer))
+        hits = []
+        for i, v in enumerate(desc):
+            dist = np.linalg.norm(self.gallery - v, axis=1)
+            keep = np.arange(len(dist)) != self.pick[i]  # not the source photo itself
+            means = [dist[keep & (self.performer == q)].mean() for q in people]
+            hits.append(people[int(np.argmin(means))] == self.performer[self.pick[i]])
+        return {
+            "identified": float(np.mean(hits)),
+            "mean_distance": float(np.linalg.norm(desc - self.source, axis=1).mean()),
+        }
 
 
 if __name__ == "__main__":
