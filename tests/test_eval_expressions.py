@@ -444,3 +444,18 @@ def test_dlib_landmarks_on_a_real_face_crop():
     assert eyes_y < mouth_y  # image y grows downwards
     grey = DlibLandmarks()(x.mean(1, keepdim=True))
     assert (grey - pts).abs().max() < 0.05
+
+
+def test_judge_kind_auto_picks_landmarks_only_where_dlib_is(monkeypatch):
+    from lordfx_trainer.evaluation import expr_report, face_metrics
+
+    from lordfx.errors import UsageError
+
+    monkeypatch.setattr(face_metrics, "dlib_available", lambda: True)
+    assert expr_report.judge_kind("auto", posed=True) == "vgg-landmarks"
+    assert expr_report.judge_kind("auto", posed=False) == "cnn"
+    monkeypatch.setattr(face_metrics, "dlib_available", lambda: False)
+    assert expr_report.judge_kind("auto", posed=True) == "vgg-probe"
+    assert expr_report.judge_kind("vgg-landmarks", posed=False) == "vgg-landmarks"
+    with pytest.raises(UsageError, match="--judge must be auto, cnn, vgg-probe, vgg-landmarks"):
+        expr_report.judge_kind("landmarks", posed=True)
