@@ -53,6 +53,7 @@ LANDMARK_SIZE = 256  # the crop is upsampled (bicubic) to this side for dlib's p
 LANDMARK_MARGIN = 0.1  # the predictor's box: this fraction of the side in from each edge
 LANDMARK_GAIN = 10.0  # standardised landmark features × this (module doc)
 LANDMARK_DIM = 136  # 68 points × (x, y)
+PROBE_KINDS = ("vgg-probe", "vgg-landmarks")  # ClassifierSettings.kind values built here
 
 #: (N, C, S, S) float in [0, 1] → (N, LANDMARK_DIM) float
 Landmarks = Callable[[torch.Tensor], torch.Tensor]
@@ -74,8 +75,6 @@ class DlibLandmarks:
         from lordfx_trainer.evaluation.face_metrics import LANDMARK_MODEL, import_dlib, model_dir
 
         dlib = import_dlib()
-
-        self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(model_dir() / LANDMARK_MODEL))
         m = int(round(LANDMARK_MARGIN * LANDMARK_SIZE))
         self._rect = dlib.rectangle(m, m, LANDMARK_SIZE - 1 - m, LANDMARK_SIZE - 1 - m)
@@ -158,9 +157,6 @@ def build_probe(num_classes: int, kind: str) -> VGGProbe:
     if kind not in PROBE_KINDS:
         raise ValueError(f"probe kind must be one of {PROBE_KINDS}, not {kind!r}")
     return VGGProbe(num_classes, landmarks=DlibLandmarks() if kind == "vgg-landmarks" else None)
-
-
-PROBE_KINDS = ("vgg-probe", "vgg-landmarks")
 
 
 def probe_features(model: VGGProbe, images: np.ndarray, batch: int = 64) -> torch.Tensor:
