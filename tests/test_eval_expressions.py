@@ -102,6 +102,20 @@ def test_classifier_cache_is_keyed_by_settings(tmp_path):
     assert len(calls) == 2 and len(list(tmp_path.glob("expr_classifier-*.safetensors"))) == 2
 
 
+def test_landmark_judge_cache_key_follows_the_landmark_features(monkeypatch):
+    """A change of the landmark features (LANDMARK_FEATURES) misses the cached landmark judge
+    and leaves the VGG-only judge's key alone."""
+    from lordfx_trainer.evaluation import expr_probe
+    from lordfx_trainer.evaluation.expr_classifier import cache_key
+
+    lmk = ClassifierSettings(16, 1, num_classes=3, kind="vgg-landmarks")
+    vgg = ClassifierSettings(16, 1, num_classes=3, kind="vgg-probe")
+    before = cache_key(lmk, {"root": "x"}), cache_key(vgg, {"root": "x"})
+    monkeypatch.setattr(expr_probe, "LANDMARK_FEATURES", expr_probe.LANDMARK_FEATURES + 1)
+    after = cache_key(lmk, {"root": "x"}), cache_key(vgg, {"root": "x"})
+    assert before[0] != after[0] and before[1] == after[1]
+
+
 def test_accuracy_report_and_chance():
     report = accuracy_report(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), ["a", "b", "c"])
     assert report["accuracy"] == 0.5 and report["n"] == 4

@@ -113,6 +113,13 @@ def test_dlib_landmarks_and_descriptors_on_the_fixed_box(dlib_faces):
     assert np.all((lm > -0.5) & (lm < 1.5))  # in units of the image side
     only, none = dlib_faces.analyse(images[:1], descriptors=False)
     assert only.shape == (1, 68, 2) and none is None
+    from lordfx_trainer.evaluation.face_metrics import DlibFaces
+
+    landmarks_only = DlibFaces(descriptors=False)  # no descriptor network loaded
+    assert landmarks_only.encoder is None
+    assert np.allclose(landmarks_only.analyse(images[:1], descriptors=False)[0], only)
+    with pytest.raises(ValueError, match="descriptors=False"):
+        landmarks_only.analyse(images[:1])
 
 
 # -- the command on a tiny CelebA-layout run -----------------------------------------------------

@@ -264,7 +264,12 @@ def train_classifier(
 
 
 def cache_key(s: ClassifierSettings, data_id: dict[str, Any]) -> str:
-    blob = json.dumps({"settings": asdict(s), "data": data_id}, sort_keys=True)
+    from lordfx_trainer.evaluation.expr_probe import LANDMARK_FEATURES
+
+    key: dict[str, Any] = {"settings": asdict(s), "data": data_id}
+    if s.kind == "vgg-landmarks":
+        key["landmark_features"] = LANDMARK_FEATURES
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

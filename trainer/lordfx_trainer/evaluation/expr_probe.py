@@ -49,10 +49,13 @@ PROBE_TAPS = ("relu3_3", "relu4_3", "relu5_3")
 PROBE_GRID = 4  # each tap average-pooled to PROBE_GRID × PROBE_GRID
 PROBE_L2 = 0.1  # on the standardised features' weights (sum of squares)
 _TAP_CHANNELS = {"relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
-LANDMARK_SIZE = 256  # the crop is upsampled (bicubic) to this side for dlib's predictor
+LANDMARK_SIZE = 256  # the crop is upsampled (PIL bicubic) to this side for dlib's predictor
 LANDMARK_MARGIN = 0.1  # the predictor's box: this fraction of the side in from each edge
 LANDMARK_GAIN = 10.0  # standardised landmark features × this (module doc)
 LANDMARK_DIM = 136  # 68 points × (x, y)
+#: part of the cached judge's key: bump when the landmark features change
+#: (2: fitted through face_metrics.DlibFaces, PIL bicubic, box 26..230 px of 256)
+LANDMARK_FEATURES = 2
 PROBE_KINDS = ("vgg-probe", "vgg-landmarks")  # ClassifierSettings.kind values built here
 
 #: (N, C, S, S) float in [0, 1] → (N, LANDMARK_DIM) float
@@ -65,33 +68,25 @@ def feature_dim(landmarks: bool = False) -> int:
 
 
 class DlibLandmarks:
-    """dlib's 68 landmarks of aligned face crops, centred and scaled to unit norm.
+    """dlib's 68 landmarks of aligned face crops (:class:`face_metrics.DlibFaces` on the
+    judge's box, no descriptors), centred and scaled to unit norm.
 
     Shape: (N, C, S, S) in [0, 1] (C = 1 is tiled to RGB) → (N, 136) float32, the points'
     (x, y) in order, as fractions of the side before centring.
     """
 
     def __init__(self) -> None:
-        from lordfx_trainer.evaluation.face_metrics import LANDMARK_MODEL, import_dlib, model_dir
+        from lordfx_trainer.evaluation.face_metrics import DlibFaces, FaceBox
 
-        dlib = import_dlib()
-        self._predictor = dlib.shape_predictor(str(model_dir() / LANDMARK_MODEL))
-        m = int(round(LANDMARK_MARGIN * LANDMARK_SIZE))
-        self._rect = dlib.rectangle(m, m, LANDMARK_SIZE - 1 - m, LANDMARK_SIZE - 1 - m)
+        box = FaceBox(0.5, 0.5, 1.0 - 2.0 * LANDMARK_MARGIN)
+        self._faces = DlibFaces(box, LANDMARK_SIZE, descriptors=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import cv2
-
         x = x.float().cpu()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-        out = np.empty((len(images), 68, 2), np.float32)
-        for i, im in enumerate(images):
-            big = cv2.resize(im, (LANDMARK_SIZE, LANDMARK_SIZE), interpolation=cv2.INTER_CUBIC)
-            shape = self._predictor(np.ascontiguousarray(big), self._rect)
-            out[i] = [(p.x, p.y) for p in shape.parts()]
-        out /= LANDMARK_SIZE
+        out = self._faces.analyse(images, descriptors=False)[0].astype(np.float32)
         out -= out.mean(1, keepdims=True)
         out /= np.sqrt((out**2).sum((1, 2), keepdims=True)).clip(1e-6)
         return torch.from_numpy(out.reshape(len(out), LANDMARK_DIM))

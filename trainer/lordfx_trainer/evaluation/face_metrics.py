@@ -182,14 +182,23 @@ def dlib_available() -> bool:
 
 
 class DlibFaces:
-    """dlib's 68-point shape predictor and ResNet face descriptor on a fixed face box."""
+    """dlib's 68-point shape predictor and ResNet face descriptor on a fixed face box.
 
-    def __init__(self, box: FaceBox = FaceBox(), size: int = UPSAMPLE) -> None:
+    Images are upsampled (bicubic) to ``size``² and the predictor is fitted inside ``box``
+    (no detector runs: the crops are aligned). ``descriptors=False`` skips loading the
+    descriptor network for landmark-only use.
+    """
+
+    def __init__(
+        self, box: FaceBox = FaceBox(), size: int = UPSAMPLE, descriptors: bool = True
+    ) -> None:
         dlib = import_dlib()
         folder = model_dir()
         self.dlib, self.box, self.size = dlib, box, size
         self.predictor = dlib.shape_predictor(str(folder / LANDMARK_MODEL))
-        self.encoder = dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_MODEL))
+        self.encoder = (
+            dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_MODEL)) if descriptors else None
+        )
         self.rect = dlib.rectangle(*box.pixels(size))
 
     def info(self) -> dict:
@@ -226,6 +235,8 @@ class DlibFaces:
 
         Shape: images (N, H, W, 3) uint8 → ((N, 68, 2) float, (N, 128) float | None).
         """
+        if descriptors and self.encoder is None:
+            raise ValueError("this DlibFaces was built with descriptors=False")
         landmarks, codes = [], []
         for up in self.upsample(images):
             shape = self.predictor(up, self.rect)
