@@ -42,7 +42,10 @@ from lordfx_trainer.kmeans import kmeans, silhouette, sq_distances
 
 log = logging.getLogger("lordfx.trainer.shoes")
 
-FEATURE_SIZE = 64  # features are computed at the model's resolution
+FEATURE_SIZE = 64  # style features are computed at the model's resolution
+#: shoe vs bag features: at 64² VGG16's conv5_3 is a 4 × 4 map and the split misplaced 39 bags
+#: + 11 shoes of 2,000 training photos; at 128² 9 + 5 (docs/results.md)
+OBJECT_FEATURE_SIZE = 128
 STYLE_DIMS = 32
 K_RANGE = (4, 16)
 MIN_PER_CLUSTER = 25  # caps k: a LORD class needs enough images for its class code
@@ -50,12 +53,12 @@ STYLE_MODEL_FILE = "style_model.safetensors"
 WHITE = 235  # a pixel with every channel >= this is background in the product photos
 
 
-def _to_vgg_input(photos: np.ndarray) -> torch.Tensor:
+def _to_vgg_input(photos: np.ndarray, size: int = FEATURE_SIZE) -> torch.Tensor:
     from lordfx_trainer.losses import IMAGENET_MEAN, IMAGENET_STD
 
     x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2).float() / 255
-    if x.shape[-1] != FEATURE_SIZE:
-        x = torch.nn.functional.interpolate(x, size=FEATURE_SIZE, mode="area")
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=size, mode="area")
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     return (x - mean) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -76,13 +79,15 @@ def foreground_masks(photos: np.ndarray, size: int = FEATURE_SIZE) -> np.ndarray
 
 @torch.no_grad()
 def object_features(photos: np.ndarray, vgg: torch.nn.Module, batch: int = 50) -> np.ndarray:
-    """Semantic features for shoe vs bag: VGG16 conv5_3 (ReLU) spatial mean, L2-normalised.
+    """Semantic features for shoe vs bag: VGG16 conv5_3 (ReLU) of the photo at
+    ``OBJECT_FEATURE_SIZE``², spatial mean, L2-normalised.
 
     Shape: (N, H, W, 3) uint8 → (N, 512) float64.
     """
     feats = []
     for s in range(0, len(photos), batch):
-        f = vgg[:30](_to_vgg_input(photos[s : s + batch])).mean((2, 3))
+        x = _to_vgg_input(photos[s : s + batch], OBJECT_FEATURE_SIZE)
+        f = vgg[:30](x).mean((2, 3))
         feats.append(f.double().numpy())
     f = np.concatenate(feats)
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
@@ -260,7 +265,8 @@ def split_shoes_bags(
     shoe = int(np.argmax(per_cluster))
     is_shoe, labeller = self_trained_lda(obj_feats, res.labels == shoe)
     record = {
-        "method": "2-means on VGG16 conv5_3 mean features (L2-normalised) of the photos, "
+        "method": f"2-means on VGG16 conv5_3 mean features (L2-normalised) of the photos at "
+        f"{OBJECT_FEATURE_SIZE}², "
         f"refined by {LDA_ROUNDS} rounds of self-trained LDA in {LDA_DIMS} PCA dimensions",
         "rule": "shoe cluster = the one whose edge-map silhouettes are more left-right asymmetric",
         "asymmetry_per_cluster": per_cluster,
@@ -337,6 +343,7 @@ def _cluster_into(
         "source": str(data.resolve()),
         "seed": seed,
         "feature_size": FEATURE_SIZE,
+        "object_feature_size": OBJECT_FEATURE_SIZE,
         "shoe_vs_bag": shoe_record
         | {
             "num_shoes": {"train": int(is_shoe.sum()), "val": int(val_shoe.sum())},
