@@ -61,7 +61,9 @@ def test_shipped_bundle_is_fp16_with_provenance(model_dir):
     assert info["shipped_from"]["files"]  # sha256 of the run's fp32 files
     assert info["training"]["config"]["latent_epochs"] > 0
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
-    assert size < 8 * 2**20  # keeps the wheels small
+    # Keeps each plugin's wheel well under PyPI's default 100 MB file limit (the 128² expressions
+    # model is 46 MB: its MODEL_CARD.md).
+    assert size < 64 * 2**20
 
 
 def test_expression_edit_on_a_real_photo(astronaut):
