@@ -16,7 +16,7 @@ import torch
 from lordfx_trainer.config import TrainConfig, apply_overrides, parse_set_option
 from lordfx_trainer.losses import PixelL1Loss
 from lordfx_trainer.models import LatentModel
-from lordfx_trainer.run import stall_warning
+from lordfx_trainer.run import StallGuard, stall_warning
 from lordfx_trainer.steps import (
     Batch,
     amortized_step,
@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lordfx.cli import build_app
-from lordfx.errors import UsageError
+from lordfx.errors import LordfxError, UsageError
 from lordfx.nets import AmortizedModel, ModelConfig
 
 TINY = Path(__file__).with_name("tiny.toml")
@@ -77,6 +77,22 @@ def test_saturated_output_is_measured_and_warned():
     assert warning.endswith("--set generator_lr=3.3e-04")
     assert stall_warning({**row, "saturated": 0.85}, "generator_lr", 1e-3) is None
     assert stall_warning({"stage": "latent", "step": 1}, "generator_lr", 1e-3) is None
+
+
+def test_stall_guard_stops_a_stage_saturated_for_its_steps_and_resets_when_healthy():
+    guard = StallGuard(100)
+    stalled = {"stage": "latent", "saturated": 1.0}
+    for step in (50, 100, 140):  # 90 stalled steps: warn only
+        guard.check({**stalled, "step": step}, "w")
+    guard.check({"stage": "latent", "step": 150, "saturated": 0.2}, None)  # healthy: reset
+    for step in (160, 200, 250):
+        guard.check({**stalled, "step": step}, "w")
+    guard.check({"stage": "amortized", "step": 10}, "w")  # stages are counted apart
+    with pytest.raises(LordfxError, match="w; stopped after 100 stalled steps"):
+        guard.check({**stalled, "step": 260}, "w")
+    never = StallGuard(0)
+    for step in range(0, 10_000, 100):
+        never.check({**stalled, "step": step}, "w")
 
 
 def test_noise_only_in_training_and_decay_on_clean_code():
@@ -221,8 +237,6 @@ def test_check_split_refuses_changed_data(tmp_path):
 
     from lordfx_trainer.train import check_split
 
-    from lordfx.errors import LordfxError
-
     extra = {
         "train": {"num_images": 60, "num_classes": 6},
         "heldout": {"split": {"heldout_class_names": ["a", "b"]}},
@@ -299,6 +313,20 @@ def test_tiny_run_via_cli_trains_both_stages(tmp_path):
     assert out.size == (16, 16)
     again = runner.invoke(build_app(), ["train", str(TINY), "--out", str(run)])
     assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_a_stalled_stage_stops_with_a_one_line_error(tmp_path, monkeypatch):
+    from lordfx_trainer import steps
+
+    monkeypatch.setattr(steps, "saturated_fraction", lambda images: torch.tensor(1.0))
+    run = tmp_path / "run"
+    args = ["train", str(TINY), "--out", str(run), "--set", "stall_stop_steps=4"]
+    result = runner.invoke(build_app(), args)
+    assert result.exit_code == 1 and not (run / "bundle").exists()
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("lordfx: error")]
+    assert len(lines) == 1 and "stage latent step 6" in lines[0], result.stderr
+    assert "stopped after 4 stalled steps (stall_stop_steps = 4; 0 only warns)" in lines[0]
+    assert (run / "trainer_state.pt").is_file()  # the checkpoint stays for a look or a resume
 
 
 def test_time_budget_ends_each_stage_early_and_still_writes_the_bundle(tmp_path):

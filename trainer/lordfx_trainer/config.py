@@ -85,6 +85,10 @@ class TrainConfig:
     amortized_minutes: float = -1.0  # >= 0: stage 2's own budget (0 = none); < 0: stage_minutes
     log_every: int = 50
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
+    # a stage whose generator output stays saturated (run.stall_warning) this many steps is
+    # stopped with an error instead of running on without gradient; 0 = only warn. A shoes
+    # run with the pixel L1 loss saturated to white by step 50 and ran 45 min that way.
+    stall_stop_steps: int = 300
     grid_every: int = 5  # epochs
     curve_every: int = 0  # steps; > 0: probe/held-out quality points in curve.jsonl (curve.py)
     allow_random_weights: bool = False  # VGG without ImageNet weights: explicit and recorded
@@ -121,6 +125,7 @@ class TrainConfig:
                 "hold out classes or groups, not both",
             ),
             (self.log_every > 0 and self.checkpoint_every > 0, "log/checkpoint intervals > 0"),
+            (self.stall_stop_steps >= 0, "stall_stop_steps >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from lordfx import precision as precision_policy
 from lordfx.bundle import save_bundle
-from lordfx.errors import UsageError
+from lordfx.errors import LordfxError, UsageError
 from lordfx.nets import AmortizedModel
 from lordfx.precision import Precision
 from lordfx_trainer import loop
@@ -98,6 +98,30 @@ def stall_warning(row: dict[str, float], lr_key: str, lr: float) -> str | None:
     )
 
 
+class StallGuard:
+    """Stops a stage whose generator output has stayed saturated for ``steps`` steps.
+
+    ``check`` takes each log row with its :func:`stall_warning` (None = healthy); a healthy
+    row resets the count. ``steps = 0`` never stops (the warning is still logged).
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.since: dict[str, int] = {}  # stage → first step of the current stalled stretch
+
+    def check(self, row: dict[str, float], warning: str | None) -> None:
+        stage, step = str(row["stage"]), int(row["step"])
+        if warning is None:
+            self.since.pop(stage, None)
+            return
+        stalled = step - self.since.setdefault(stage, step)
+        if self.steps > 0 and stalled >= self.steps:
+            raise LordfxError(
+                f"{warning}; stopped after {stalled} stalled steps (stall_stop_steps = "
+                f"{self.steps}; 0 only warns)"
+            )
+
+
 class Run:
     """Owns the run directory, the data on the device and both stages."""
 
@@ -119,6 +143,7 @@ class Run:
         )
         self.state = loop.LoopState()
         self._stall_warned: set[str] = set()
+        self._stall_guard = StallGuard(cfg.stall_stop_steps)
         self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         from lordfx_trainer.losses import build_loss
@@ -312,6 +337,7 @@ class Run:
         if warning and row["stage"] not in self._stall_warned:
             self._stall_warned.add(row["stage"])
             log.warning("%s: %s", self.dir, warning)
+        self._stall_guard.check(row, f"{self.dir}: {warning}" if warning else None)
         bar, task = self._progress
         text = f"{row['stage']} loss {row['loss']:.4f} {row['images_per_s']:.0f} img/s"
         bar.update(task, completed=row["step"], description=text)
