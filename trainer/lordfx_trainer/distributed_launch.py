@@ -252,11 +252,25 @@ def _worker_main(run_dir: Path) -> int:
     return 0
 
 
+def _exit_now(code: int) -> None:
+    """Leave a finished rank without interpreter finalisation.
+
+    The rank has left the process group and everything it writes is on disk; tearing down
+    the interpreter while gloo's C++ threads still hold Python objects can abort the process
+    (``terminate called without an active exception``, SIGABRT) after the work is done, which
+    the launcher must then report as a failed rank (seen once in CI on a 3-process resume).
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m lordfx_trainer.distributed train ...`` (for torchrun) = ``lordfx train ...``."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == [WORKER] and len(args) == 2:
-        sys.exit(_worker_main(Path(args[1])))
+        _exit_now(_worker_main(Path(args[1])))
     from lordfx.cli import build_app
 
     build_app()(args=args, prog_name="lordfx")
