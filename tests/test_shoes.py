@@ -151,6 +151,10 @@ def test_reader_yields_styles_and_edges(clusters):
     assert ds.num_images == 2 * n and ds.class_names[-1] == "edges"
     assert (ds.class_ids[n:] == 3).all() and set(ds.class_ids[:n].tolist()) == {0, 1, 2}
     assert ds.images[n:].mean() > ds.images[:n].mean()  # edge maps are mostly white
+    # photo i and edge map n + i are one pair: the content factor "pair" says so
+    assert ds.content_names == ("pair",) and ds.content_labels.shape == (2 * n, 1)
+    assert (ds.content_labels[:n, 0] == np.arange(n)).all()
+    assert (ds.content_labels[n:] == ds.content_labels[:n]).all()
 
 
 def test_reader_refuses_the_raw_folder(clusters):

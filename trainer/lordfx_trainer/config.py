@@ -67,7 +67,8 @@ class TrainConfig:
     amortized_grad_clip: float = 0.0
     # "" = each image's own stage-1 content code is its encoder target (paper Eq. 8); a
     # content factor's name (e.g. "performer") = the mean stage-1 code of the training images
-    # sharing that factor's value, so E_c learns to drop what varies within it (the class)
+    # sharing that factor's value, so E_c learns to drop what varies within it (the class);
+    # shoes: "pair" gives a photo and its edge map one target, their mean code
     content_target_group: str = ""
     # stage 2: the encoders see (and G reconstructs) randomly flipped, shifted (±6 % of the
     # side) and brightness/contrast-jittered (±10 %) images; the code targets are unchanged

@@ -131,7 +131,9 @@ def load_shoes(
     edge maps in the same order, so image ``i`` and ``i + M`` are a pair.
 
     Shape: images (2M or M, S, S, C) uint8, class_ids in [0, num_styles] (the last id is
-    ``edges``), content_labels None.
+    ``edges``), content_labels (2M or M, 1): the content factor ``pair``, the pair's index,
+    shared by a photo and its edge map (``content_target_group = "pair"`` trains the content
+    encoder to give both one code).
     """
     check_size(image_size, channels)
     if split not in SPLITS:
@@ -144,15 +146,20 @@ def load_shoes(
     num_styles = int(info["num_styles"])
     images = [to_canonical(p, image_size, channels) for p in photos]
     class_ids = [styles]
+    pair = np.arange(len(paths), dtype=np.int64)
+    pairs = [pair]
     if include_edges:
         images += [to_canonical(e, image_size, channels) for e in edges]
         class_ids.append(np.full(len(paths), num_styles, dtype=np.int64))
+        pairs.append(pair)
     names = tuple(style_name(k) for k in range(num_styles)) + (EDGES_CLASS,)
     return ImageDataset(
         name="edges2shoes",
         images=np.stack(images),
         class_ids=np.concatenate(class_ids),
         class_names=names,
+        content_labels=np.concatenate(pairs)[:, None],
+        content_names=("pair",),
         meta={
             "source": str(info["source"]),
             "clusters": str(Path(root).resolve() / CLUSTERS_FILE),
