@@ -352,3 +352,44 @@ def test_edge_f1_tolerates_two_pixels_and_nearest_edges_finds_the_pair():
         cv2.line(pool[i], (2, int(rng.integers(2, 30))), (30, int(rng.integers(2, 30))), 0, 1)
     query = np.roll(pool[[3, 1]], 1, axis=2)  # the same drawings, shifted by a pixel
     assert nearest_by_edges(query, pool).tolist() == [3, 1]
+
+
+def test_paired_difference_reports_mean_interval_and_share():
+    from lordfx_trainer.evaluation.shoes import paired_difference
+
+    a = np.array([0.1, 0.2, 0.3, 0.4])
+    same = paired_difference(a, a)
+    assert same["mean"] == 0 and same["ci95"] == [0.0, 0.0] and same["a_better_share"] == 0.5
+    better = paired_difference(a, a + np.array([0.1, 0.2, 0.1, 0.2]), seed=1)
+    assert better["mean"] == pytest.approx(-0.15)
+    lo, hi = better["ci95"]
+    assert -0.2 - 1e-9 <= lo <= better["mean"] <= hi <= -0.1 + 1e-9  # every pair is better
+    assert better["a_better_share"] == 1.0 and better["n"] == 4
+
+
+def test_eval_shoes_scores_the_tiny_run(trained, clusters, monkeypatch):
+    from lordfx_trainer import weights
+    from lordfx_trainer.data.shoes import labelled_pairs, read_clusters
+
+    vgg = _random_vgg()  # the style features the synthetic clusters were made with
+    monkeypatch.setattr(weights, "load_vgg16_features", lambda allow_random=False: vgg)
+    run = trained.parent / "run"
+    result = runner.invoke(build_app(), ["eval-shoes", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads((run / "eval_shoes.json").read_text())
+    n = len(labelled_pairs(read_clusters(clusters), "val")[0])  # the val pairs split as shoes
+    assert n > 0 and r["num_pairs"] == n and r["num_styles"] == 3
+    for row in ("from_edges", "same_cluster", "nearest_edges", "reconstruction"):
+        assert 0 < r[row]["lpips_alex"]["mean"] < 1 and r[row]["lpips_alex"]["n"] == n
+        assert 0 <= r[row]["edge_f1"]["mean"] <= 1 and 0 <= r[row]["style_consistency"] <= 1
+    near = r["paired"]["nearest_edges"]
+    assert near["mean"] == pytest.approx(
+        r["from_edges"]["lpips_alex"]["mean"] - r["nearest_edges"]["lpips_alex"]["mean"], abs=1e-6
+    )
+    assert near["ci95"][0] <= near["mean"] <= near["ci95"][1]
+    assert r["command"].startswith("lordfx eval-shoes")
+    assert (run / "eval_shoes" / "figure5.png").is_file()
+    from lordfx_trainer.evaluation.shoes import summary_markdown
+
+    text = summary_markdown(r)
+    assert "reconstruction of the photo" in text and "pair by pair" in text

@@ -15,6 +15,12 @@ Edge fidelity: F1 of the output's Canny edges against e's lines, with a 2-pixel 
 line pixels within 2 px of an output edge). Style consistency: the share of outputs whose
 style cluster (the clustering's own features and centres) is x's. to-edges, G(E_c(x),
 y_edges), is scored against e with the same F1.
+
+Two more rows locate a shortfall: ``reconstruction``, G(E_c(x), E_y(x)), the model's drawing
+of the photo from the photo itself (what a perfect edge → content step could reach), and
+``paired``, from-edges minus each baseline pair by pair (mean, a seeded bootstrap 95 %
+interval, and the share of pairs where from-edges is closer): with ~200 pairs and LPIPS
+spreads of ~0.1, a difference of means inside that interval is not a win.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ TOLERANCE = 2  # pixels, at the model's size
 CANNY = (100, 200)
 BLUR_SIGMA = 1.5
 LINE_LEVEL = 200
+LPIPS_MIN_SIZE = 64
 
 
 def edge_lines(edge_maps: np.ndarray) -> np.ndarray:
@@ -114,32 +121,62 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def generate(
     bundle: Any, edges: np.ndarray, photos: np.ndarray, batch: int = 64
 ) -> dict[str, np.ndarray]:
-    """from-edges with each photo's own style, and to-edges of each photo. Shape: (N, S, S, 3) uint8."""
+    """from-edges with each photo's own style, to-edges of each photo, and the photo's own
+    reconstruction G(E_c(x), E_y(x)). Shape: (N, S, S, 3) uint8 each."""
     model, device = bundle.model, next(bundle.model.parameters()).device
     edge_code = bundle.class_codes[bundle.class_names.index(EDGES_CLASS)][None]
-    shoes, lines = [], []
+    shoes, lines, recon = [], [], []
     for s in range(0, len(edges), batch):
         e, x = to_tensor(edges[s : s + batch], device), to_tensor(photos[s : s + batch], device)
-        shoes.append(to_uint8(model.decode(model.encode_content(e), model.encode_class(x))))
-        content = model.encode_content(x)
+        style, content = model.encode_class(x), model.encode_content(x)
+        shoes.append(to_uint8(model.decode(model.encode_content(e), style)))
         lines.append(to_uint8(model.decode(content, edge_code.expand(len(x), -1))))
-    return {"from_edges": np.concatenate(shoes), "to_edges": np.concatenate(lines)}
+        recon.append(to_uint8(model.decode(content, style)))
+    return {
+        "from_edges": np.concatenate(shoes),
+        "to_edges": np.concatenate(lines),
+        "reconstruction": np.concatenate(recon),
+    }
 
 
 def lpips_to(
     images: np.ndarray, target: np.ndarray, lpips: Any, device: torch.device
 ) -> np.ndarray:
+    """LPIPS per image pair, at the images' size, or upscaled (bilinear) to ``LPIPS_MIN_SIZE``
+    when smaller: AlexNet's feature maps vanish below that (a test model at 16²)."""
     from lordfx_trainer.lpips_metric import lpips_distance
 
     out = []
     for s in range(0, len(images), 64):
         a, b = to_tensor(images[s : s + 64], device), to_tensor(target[s : s + 64], device)
+        if a.shape[-1] < LPIPS_MIN_SIZE:
+            a, b = (
+                torch.nn.functional.interpolate(t, size=LPIPS_MIN_SIZE, mode="bilinear")
+                for t in (a, b)
+            )
         out.append(lpips_distance(lpips, a, b).cpu().numpy())
     return np.concatenate(out)
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(values.mean()), "std": float(values.std()), "n": len(values)}
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = 2000
+) -> dict[str, float]:
+    """a − b pair by pair: mean, seeded bootstrap 95 % interval of the mean, and the share of
+    pairs with a < b (ties count half). Shape: a, b (N,) → scalars."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {
+        "mean": float(d.mean()),
+        "ci95": [float(lo), float(hi)],
+        "a_better_share": float((d < 0).mean() + 0.5 * (d == 0).mean()),
+        "n": len(d),
+    }
 
 
 def evaluate_shoes(
@@ -167,20 +204,26 @@ def evaluate_shoes(
         "from_edges": out["from_edges"],
         "same_cluster": tr_x[same],
         "nearest_edges": tr_x[near],
+        "reconstruction": out["reconstruction"],
     }
     lpips = make_lpips("alex")
     styles = StyleModel.load(cluster_dir / STYLE_MODEL_FILE)
     vgg = load_vgg16_features().eval()
     lines = edge_lines(val_e)
     result: dict[str, Any] = {"run": str(run_dir), "num_pairs": len(val_x), "seed": seed}
+    per_pair = {name: lpips_to(images, val_x, lpips, device) for name, images in candidates.items()}
     for name, images in candidates.items():
         result[name] = {
-            "lpips_alex": _stats(lpips_to(images, val_x, lpips, device)),
+            "lpips_alex": _stats(per_pair[name]),
             "edge_f1": _stats(edge_f1(canny(images), lines)),
             "style_consistency": float(
                 (styles.assign(style_grams(images, vgg)) == val_style).mean()
             ),
         }
+    result["paired"] = {
+        base: paired_difference(per_pair["from_edges"], per_pair[base], seed)
+        for base in ("same_cluster", "nearest_edges")
+    }
     result["real_photo_edge_f1"] = _stats(edge_f1(canny(val_x), lines))
     result["to_edges_f1"] = _stats(edge_f1(edge_lines(out["to_edges"]), lines))
     counts = np.bincount(tr_style, minlength=len(styles.centres))
@@ -238,8 +281,11 @@ def summary_markdown(r: dict[str, Any]) -> str:
         "from_edges": "from-edges, style of the paired photo",
         "same_cluster": "baseline: random training shoe of the same cluster",
         "nearest_edges": "baseline: training photo with the nearest edge map",
+        "reconstruction": "the model's reconstruction of the photo, G(E_c(photo), E_y(photo))",
     }
     for key, label in labels.items():
+        if key not in r:  # results written before the row existed
+            continue
         m = r[key]
         lines.append(
             f"| {label} | {m['lpips_alex']['mean']:.3f} ± {m['lpips_alex']['std']:.3f} | "
@@ -247,6 +293,13 @@ def summary_markdown(r: dict[str, Any]) -> str:
         )
     lines.append(f"| the paired photo itself | 0 | {r['real_photo_edge_f1']['mean']:.3f} | 1 |")
     lines.append("")
+    for base, p in r.get("paired", {}).items():
+        lo, hi = p["ci95"]
+        lines.append(
+            f"from-edges − {labels[base].removeprefix('baseline: ')}, pair by pair: "
+            f"{p['mean']:+.4f} LPIPS (bootstrap 95 % [{lo:+.4f}, {hi:+.4f}]), "
+            f"from-edges closer in {p['a_better_share']:.1%} of pairs"
+        )
     lines.append(
         f"to-edges (G(E_c(photo), y_edges)) line F1 vs the real edge map: {r['to_edges_f1']['mean']:.3f}"
     )
