@@ -17,6 +17,7 @@ from lordfx_expressions import EXPRESSIONS
 from lordfx_expressions import MODEL_DIR as EXPR_MODEL
 from lordfx_faces import MODEL_DIR as FACES_MODEL
 from lordfx_faces.align import CELEBA_FRAMING, crop_params
+from lordfx_shoes import MODEL_DIR as SHOES_MODEL
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -54,7 +55,9 @@ def _face_change(before: Image.Image, after: Image.Image, far: np.ndarray) -> fl
     return float(np.abs(a - b)[~far].mean())
 
 
-@pytest.mark.parametrize("model_dir", [FACES_MODEL, EXPR_MODEL], ids=["faces", "expressions"])
+@pytest.mark.parametrize(
+    "model_dir", [FACES_MODEL, EXPR_MODEL, SHOES_MODEL], ids=["faces", "expressions", "shoes"]
+)
 def test_shipped_bundle_is_fp16_with_provenance(model_dir):
     info = json.loads((model_dir / "config.json").read_text())
     assert info["dtype"] == "float16"
@@ -107,3 +110,44 @@ def test_cli_swap_pose_and_expression_write_full_size_outputs(tmp_path, astronau
         with Image.open(path) as im:
             assert im.size == astronaut.size
     assert ASTRONAUT.read_bytes() == before
+
+
+def _hand_drawn_shoe(width: int, height: int, thickness: int) -> np.ndarray:
+    """A side view of a low shoe drawn with OpenCV lines, dark on an off-white page."""
+    import cv2
+
+    page = np.full((height, width, 3), 240, np.uint8)
+    sx, sy = width / 400, height / 260
+    outline = np.array(
+        [[30, 200], [40, 215], [360, 215], [375, 195], [360, 90], [330, 70], [250, 80],
+         [200, 120], [120, 130], [45, 150], [30, 185]],
+        np.float64,
+    )  # fmt: skip
+    pts = (outline * [sx, sy]).round().astype(np.int32)
+    cv2.polylines(page, [pts], True, (25, 25, 25), thickness, cv2.LINE_AA)
+    cv2.line(page, pts[10], (int(370 * sx), int(182 * sy)), (25, 25, 25), thickness)  # the sole
+    return page
+
+
+def test_shipped_shoes_model_draws_a_hand_drawn_sketch(tmp_path):
+    editor = lordfx.load("shoes")
+    styles = editor.styles
+    assert len(styles) == sum(n.startswith("style-") for n in editor.bundle.class_names)
+    sketch = tmp_path / "sketch.png"
+    Image.fromarray(_hand_drawn_shoe(500, 300, 6)).save(sketch)
+    result = CliRunner().invoke(
+        build_app(),
+        ["shoes", "from-edges", str(sketch), "--cluster", "0", "-o", str(tmp_path / "s.png")],
+    )
+    assert result.exit_code == 0, result.output
+    shoe = np.asarray(Image.open(tmp_path / "s.png").convert("RGB"), dtype=np.float32)
+    assert shoe.shape == (300, 500, 3)  # the input's size
+    dark = shoe.mean(2) < 200  # the shoe's pixels (the background is near white)
+    assert 0.1 < dark.mean() < 0.9  # neither blank nor filled
+    # Cluster 0's mean colour is a dark shoe leather: the drawn shoe is within reach of it.
+    want = np.array(styles[0]["mean_rgb"], np.float32)
+    assert np.abs(shoe[dark].mean(0) - want).max() < 60
+    # Another cluster gives another colour: the class code decides the style.
+    light = max(range(len(styles)), key=lambda k: sum(styles[k]["mean_rgb"]))
+    other = np.asarray(editor.from_edges(sketch, cluster=light).convert("RGB"), np.float32)
+    assert other[dark].mean() > shoe[dark].mean() + 40
