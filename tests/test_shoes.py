@@ -393,3 +393,15 @@ def test_eval_shoes_scores_the_tiny_run(trained, clusters, monkeypatch):
 
     text = summary_markdown(r)
     assert "reconstruction of the photo" in text and "pair by pair" in text
+
+
+def test_colour_names_call_leather_brown_and_keep_clear_hues():
+    from lordfx_shoes.cli import colour_name
+
+    assert colour_name((0x6D, 0x4F, 0x40)) == "dark brown"  # a shipped cluster's mean
+    assert colour_name((160, 110, 60)) == "brown"
+    assert colour_name((200, 30, 30)) == "red" and colour_name((0xB0, 0x4F, 0x4F)) == "red"
+    assert colour_name((0xD3, 0x95, 0x91)) == "pink"
+    assert colour_name((40, 60, 160)) == "blue"
+    assert colour_name((250, 180, 200)) == "light pink"
+    assert colour_name((30, 30, 30)) == "black" and colour_name((240, 240, 240)) == "white"

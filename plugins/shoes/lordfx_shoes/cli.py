@@ -139,7 +139,9 @@ def styles_command(
 
 
 def colour_name(rgb: tuple[int, int, int]) -> str:
-    """A coarse name for a mean colour (grey levels by value, hues by 30° sectors)."""
+    """A coarse name for a mean colour (grey levels by value, hues by 30° sectors centred
+    on red at 0°; dull dark reds and oranges are browns, as shoe leather mostly is, and pale
+    reds pink)."""
     import colorsys
 
     h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
@@ -148,7 +150,9 @@ def colour_name(rgb: tuple[int, int, int]) -> str:
     shade = "dark " if v < 0.45 else "light " if v > 0.85 and s < 0.45 else ""
     hues = ("red", "orange", "yellow", "yellow-green", "green", "green", "cyan", "blue", "blue",
             "purple", "magenta", "pink")  # fmt: skip
-    hue = hues[int(h * 12) % 12]
-    if hue == "orange" and v < 0.7:
+    hue = hues[int(h * 12 + 0.5) % 12]
+    if hue == "orange" and v < 0.7 or hue == "red" and v < 0.7 and s < 0.5:
         hue = "brown"
+    elif hue == "red" and s < 0.5:
+        hue = "pink"  # a pale red
     return shade + hue
