@@ -261,3 +261,47 @@ def test_config_key_reaches_the_reader_and_other_readers_refuse_it(tmp_path):
     wrong = TrainConfig(dataset="cars3d", data_min_agreement=0.5)
     with pytest.raises(UsageError, match="min_agreement"):
         prepare_data(wrong, tmp_path)
+
+
+@pytest.fixture
+def fake_fer(tmp_path) -> Path:
+    """A FER2013-like train/ tree: Grace Hopper's face box as 48² grey, one copy per
+    expression folder (each shifted by a pixel, so de-duplication keeps them all)."""
+    root = tmp_path / "fer"
+    face = Image.open(PHOTO).convert("L")
+    for k, name in enumerate(EXPRESSIONS):
+        (root / "train" / name).mkdir(parents=True)
+        box = (155 + k, 105, 377 + k, 327)
+        face.crop(box).resize((48, 48), Image.LANCZOS).save(root / "train" / name / "1.jpg")
+    return root
+
+
+def test_fer2013_photos_join_the_training_side_only(fake_root, fake_fer):
+    from lordfx_trainer.data.taiwanese import posed_only
+
+    ds = load_dataset("taiwanese", fake_root, 32, 3, fer2013=str(fake_fer), fer2013_per_class=5)
+    record = ds.meta["fer2013"]
+    added = record["chosen"] - record["no_face"]
+    assert record["chosen"] == 7 and added >= 5  # one per folder; Haar finds most of them
+    assert ds.num_images == 6 + added
+    fer = ds.images[6:]
+    assert (fer[..., 0] == fer[..., 1]).all() and (fer[..., 1] == fer[..., 2]).all()  # grey
+    performers = ds.meta["content_values"]["performer"]
+    assert performers[:2] == ["01", "02"]  # the posed performers keep their indices
+    never = ds.meta["never_heldout"]["performer"]
+    assert len(never) == added and all(n.startswith("fer:") for n in never)
+    for seed in range(6):  # the draw is among the posed performers only
+        train, held = split_groups(ds, "performer", 1, seed=seed)
+        assert held.num_images == 3 and train.num_images == 3 + added
+        plain, _ = split_groups(posed_only(ds), "performer", 1, seed=seed)
+        assert held.meta["split"]["heldout_groups"] == plain.meta["split"]["heldout_groups"]
+    only = posed_only(ds)
+    np.testing.assert_array_equal(only.images, ds.images[:6])
+    with pytest.raises(UsageError, match="go together"):
+        load_dataset("taiwanese", fake_root, 32, 3, fer2013=str(fake_fer))
+    with pytest.raises(InputError, match="train"):
+        load_dataset("taiwanese", fake_root, 32, 3, fer2013=str(fake_root), fer2013_per_class=1)
+    cfg = TrainConfig(dataset="taiwanese", data_fer2013="x", data_fer2013_per_class=3)
+    from lordfx_trainer.train import data_options
+
+    assert data_options(cfg) == {"fer2013": "x", "fer2013_per_class": 3}

@@ -35,6 +35,11 @@ class TrainConfig:
     # taiwanese only: drop posed photos fewer than this share of the database's observers
     # rated as the posed expression (reader option ``min_agreement``; 0 = keep all)
     data_min_agreement: float = 0.0
+    # taiwanese only: a FER2013 folder and how many of its train photos per expression to
+    # add (reader options ``fer2013`` / ``fer2013_per_class``; grey tiled to RGB, never held
+    # out; both or neither)
+    data_fer2013: str = ""
+    data_fer2013_per_class: int = 0
     # -- model (paper A.1) -------------------------------------------------------------
     content_dim: int = 128
     class_dim: int = 256

@@ -29,6 +29,9 @@ def data_options(cfg: TrainConfig) -> dict[str, Any]:
         options["exclude"] = cfg.data_exclude
     if cfg.data_min_agreement:
         options["min_agreement"] = cfg.data_min_agreement
+    if cfg.data_fer2013 or cfg.data_fer2013_per_class:
+        options["fer2013"] = cfg.data_fer2013
+        options["fer2013_per_class"] = cfg.data_fer2013_per_class
     return options
 
 

@@ -254,18 +254,25 @@ def split_groups(
     goes to the held-out part. Classes keep their ids and names in both parts (every class
     can appear on both sides): the unit held out is content, not class. The seed and the
     held-out values (names from ``meta["content_values"][group]`` where the reader lists
-    them) are recorded in ``meta["split"]``.
+    them) are recorded in ``meta["split"]``. Values the reader lists in
+    ``meta["never_heldout"][group]`` (e.g. photos added from another dataset) are never
+    drawn: they always train, and the draw among the others is the one without them.
     """
     if group not in ds.content_names or ds.content_labels is None:
         raise ValueError(f"{ds.name} has no content label {group!r} (has {ds.content_names})")
     column = ds.content_labels[:, ds.content_names.index(group)]
     present = np.unique(column)
+    names = (ds.meta.get("content_values") or {}).get(group)
+    never = (ds.meta.get("never_heldout") or {}).get(group) or []
+    if never:
+        index = {n: i for i, n in enumerate(names)} if names else {}
+        excluded = {index.get(n, n) for n in never}
+        present = np.array([g for g in present if int(g) not in excluded], dtype=present.dtype)
     if not 0 < int(num_heldout) < len(present):
         raise ValueError(f"num_heldout must be in [1, {len(present) - 1}], got {num_heldout}")
     rng = np.random.default_rng(seed)
     heldout = np.sort(rng.choice(present, int(num_heldout), replace=False))
     mask = np.isin(column, heldout)
-    names = (ds.meta.get("content_values") or {}).get(group)
     record = {
         "kind": "groups",
         "group": group,

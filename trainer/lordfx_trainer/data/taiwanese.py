@@ -23,6 +23,18 @@ one photo at a time; its boxes are cached per file content in ``$LORDFX_CACHE/fa
 database's observers rated as the posed expression (``image_info.csv``, ``counterMax``
 columns; neutral has no rating category and is kept).
 
+``fer2013`` (a FER2013 folder, with ``fer2013_per_class`` > 0) adds that many seeded photos
+of each expression from FER2013's de-duplicated train split, for expressions the posed data
+barely shows (its observers named fear for 23 of 151 fear poses). They go through the same
+detection and ``POSED_FRAMING`` crop (FER2013 images are tight face crops, so the crop's
+margin beyond the image is edge-replicated) and, for a colour model, their grey is tiled to
+RGB: colour vs grey, blur and the in-the-wild faces vary within every class alike, so they
+are the content code's to carry, not the class code's. Each FER2013 photo is its own
+performer ``fer:<expression>/<file stem>`` with type ``fer2013``; such performers are listed
+in ``meta["never_heldout"]`` and :func:`~lordfx_trainer.data.base.split_groups` never holds
+them out, so the held-out performers (and the seeded draw among them) stay those of the
+posed data alone.
+
 Licence: none stated in the distribution; identifiable people, research only: never
 redistribute the photos; models trained on them inherit that restriction.
 """
@@ -36,6 +48,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +82,8 @@ LETTERS = {
 RATED = ("happy", "sad", "angry", "disgust", "fear", "surprise")
 CROPS = ("face", "none")
 RATINGS_FILE = "image_info.csv"
+# The seed of the FER2013 sample (fer2013_per_class photos per expression).
+FER2013_SEED = 0
 # Bump when the plugin's detect() changes what it finds: cached boxes then go stale.
 BOX_CACHE_VERSION = "expressions-detect-1"
 
@@ -113,10 +128,13 @@ def load_taiwanese(
     *,
     crop: str = "face",
     min_agreement: float = 0.0,
+    fer2013: str = "",
+    fer2013_per_class: int = 0,
     cache: bool = True,
     skip_bad: bool = False,
 ) -> ImageDataset:
-    """The labelled front-view photos (module doc), cropped by the expressions plugin.
+    """The labelled front-view photos (module doc), cropped by the expressions plugin,
+    plus ``fer2013_per_class`` FER2013 photos of each expression where ``fer2013`` is set.
 
     Shape: images (N, S, S, C) uint8, class_ids (N,) in EXPRESSIONS order, content_labels
     (N, 2) = (performer, type) indices into ``meta["content_values"]``.
@@ -126,6 +144,13 @@ def load_taiwanese(
         raise UsageError(f"taiwanese crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if not 0.0 <= min_agreement <= 1.0:
         raise UsageError(f"taiwanese min_agreement must be in [0, 1], got {min_agreement}")
+    if bool(fer2013) != (fer2013_per_class > 0):
+        raise UsageError(
+            "taiwanese fer2013 (a FER2013 folder) and fer2013_per_class (> 0) go together, "
+            f"got fer2013={fer2013!r}, fer2013_per_class={fer2013_per_class}"
+        )
+    if fer2013 and crop != "face":
+        raise UsageError("taiwanese fer2013 photos need crop='face' (they are framed by it)")
     root = Path(root)
     paths, fields, unlabelled, num_files, dropped = _select(root, min_agreement)
     meta: dict[str, object] = {
@@ -143,8 +168,22 @@ def load_taiwanese(
     else:
         images, kept = read_image_files(paths, image_size, channels, skip_bad=skip_bad)
     fields = [fields[i] for i in kept]
+    if fer2013:
+        extra, extra_fields, record = _fer2013_crops(
+            Path(fer2013), fer2013_per_class, image_size, channels, cache
+        )
+        images = np.concatenate([images, extra])
+        meta["fer2013"] = record
+    else:
+        extra_fields = []
     performers = sorted({f["performer"] for f in fields})
     types = sorted({f["type"] for f in fields})
+    # FER2013 performers after the posed ones: the posed performers keep their indices
+    performers += [f["performer"] for f in extra_fields]
+    types += ["fer2013"] if extra_fields else []
+    fields += extra_fields
+    if extra_fields:
+        meta["never_heldout"] = {"performer": [f["performer"] for f in extra_fields]}
     class_ids = np.array([EXPRESSIONS.index(LETTERS[f["letter"]]) for f in fields], np.int64)
     content = np.array(
         [[performers.index(f["performer"]), types.index(f["type"])] for f in fields], np.int64
@@ -160,6 +199,77 @@ def load_taiwanese(
         content_names=("performer", "type"),
         meta=meta | {"licence": LICENCE},
     )
+
+
+def _fer2013_crops(
+    root: Path, per_class: int, image_size: int, channels: int, cache: bool
+) -> tuple[np.ndarray, list[dict[str, str]], dict[str, object]]:
+    """``per_class`` seeded FER2013 train photos of each expression (de-duplicated as
+    :func:`~lordfx_trainer.data.fer2013.load_fer2013` does), detected and cropped like the
+    posed photos; (images, their fields, a provenance record). Photos without a detected
+    face are dropped and counted."""
+    from lordfx.imageio import read_image
+
+    from .fer2013 import _digest, dedup_indices
+    from .folder import list_class_folders
+
+    folder = root / "train"
+    if not folder.is_dir():
+        raise InputError(folder, "no such folder (fer2013 needs FER2013's train/)")
+    names, paths, labels = list_class_folders(folder)
+    unknown = sorted(set(names) - set(EXPRESSIONS))
+    if unknown:
+        raise InputError(folder, f"unknown expression folders {unknown}; expected {EXPRESSIONS}")
+    labels = [EXPRESSIONS.index(names[k]) for k in labels]
+    keep, _ = dedup_indices([_digest(p) for p in paths], labels)
+    rng = np.random.default_rng([FER2013_SEED, per_class])
+    chosen: list[Path] = []
+    for k in range(len(EXPRESSIONS)):
+        members = [paths[i] for i in keep if labels[i] == k]
+        take = min(per_class, len(members))
+        chosen += [members[i] for i in sorted(rng.choice(len(members), take, replace=False))]
+    pre = _preprocessor(image_size, channels)
+    boxes = _cached_boxes(chosen, pre, cache, skip_bad=False, key=_fer_key)
+    crops, fields, no_face = [], [], 0
+    for path in chosen:
+        box = boxes.get(_fer_key(path))
+        if box is None:
+            no_face += 1
+            continue
+        crops.append(pre.crop(read_image(path), box))
+        name = path.parent.name
+        letter = next(k for k, v in LETTERS.items() if v == name)
+        fields.append({"performer": f"fer:{name}/{path.stem}", "type": "fer2013", "letter": letter})
+    counts = {n: sum(f["letter"] == k for f in fields) for k, n in LETTERS.items()}
+    record = {
+        "root": str(root),
+        "split": "train",
+        "dedup": True,
+        "per_class": per_class,
+        "seed": FER2013_SEED,
+        "chosen": len(chosen),
+        "no_face": no_face,
+        "kept_per_class": counts,
+        "colour": "grey tiled to RGB" if channels == 3 else "grey",
+        "licence": "FER2013: ICML 2013 / Kaggle challenge terms, research / non-commercial",
+    }
+    logger.info("taiwanese + FER2013: %d photos added (%d without a face)", len(fields), no_face)
+    empty = np.empty((0, image_size, image_size, channels), np.uint8)
+    return (np.stack(crops) if crops else empty), fields, record
+
+
+def posed_only(ds: ImageDataset) -> ImageDataset:
+    """``ds`` without the FER2013 photos the reader added (``fer2013``): the posed photos
+    alone, e.g. for a judge that must learn from the posed data only."""
+    types = (ds.meta.get("content_values") or {}).get("type") or []
+    if "fer2013" not in types or ds.content_labels is None:
+        return ds
+    column = ds.content_labels[:, ds.content_names.index("type")]
+    return ds.subset(column != types.index("fer2013"))
+
+
+def _fer_key(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def labelled_paths(root: Path, min_agreement: float = 0.0) -> list[Path]:
@@ -235,15 +345,9 @@ def _face_crops(
     paths: list[Path], image_size: int, channels: int, cache: bool, skip_bad: bool
 ) -> tuple[np.ndarray, list[int], list[str]]:
     """Crops of the largest face of each photo; (images, indices kept, names without face)."""
-    try:
-        from lordfx_expressions.preprocess import make_preprocessor
-    except ImportError as exc:  # the plugin is a separate distribution
-        raise UsageError(
-            f"crop='face' needs the expressions plugin (lordfx_expressions): {exc}"
-        ) from None
     from lordfx.imageio import read_image
 
-    pre = make_preprocessor(image_size=image_size, channels=channels)
+    pre = _preprocessor(image_size, channels)
     boxes = _cached_boxes(paths, pre, cache, skip_bad)
     out = np.empty((len(paths), image_size, image_size, channels), np.uint8)
     kept: list[int] = []
@@ -264,8 +368,25 @@ def _face_crops(
     return out[: len(kept)], kept, no_face
 
 
-def _cached_boxes(paths: list[Path], pre: object, cache: bool, skip_bad: bool) -> dict:
-    """{file name: largest FaceBox or None (no face)}; unreadable files are absent.
+def _preprocessor(image_size: int, channels: int) -> object:
+    try:
+        from lordfx_expressions.preprocess import make_preprocessor
+    except ImportError as exc:  # the plugin is a separate distribution
+        raise UsageError(
+            f"crop='face' needs the expressions plugin (lordfx_expressions): {exc}"
+        ) from None
+    return make_preprocessor(image_size=image_size, channels=channels)
+
+
+def _cached_boxes(
+    paths: list[Path],
+    pre: object,
+    cache: bool,
+    skip_bad: bool,
+    key: Callable[[Path], str] = lambda p: p.name,
+) -> dict:
+    """{key(path) (the file name): largest FaceBox or None (no face)}; unreadable files
+    are absent.
 
     The cache maps each file's content digest to its box, so any subset of the photos
     (e.g. after ``min_agreement``) reuses it and only new files are detected."""
@@ -276,7 +397,7 @@ def _cached_boxes(paths: list[Path], pre: object, cache: bool, skip_bad: bool) -
     digests = {}
     for path in paths:
         try:
-            digests[path.name] = hashlib.sha1(path.read_bytes()).hexdigest()
+            digests[key(path)] = hashlib.sha1(path.read_bytes()).hexdigest()
         except OSError as exc:
             if not skip_bad:
                 raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
@@ -288,7 +409,7 @@ def _cached_boxes(paths: list[Path], pre: object, cache: bool, skip_bad: bool) -
             rows = dict(json.loads(file.read_text()))
         except (OSError, ValueError, TypeError):
             logger.warning("ignoring unreadable box cache %s", file)
-    missing = [p for p in paths if p.name in digests and digests[p.name] not in rows]
+    missing = [p for p in paths if key(p) in digests and digests[key(p)] not in rows]
     if missing:
         # One photo at a time: OpenCV's cascade classifiers are not safe to share across
         # threads.
@@ -300,10 +421,10 @@ def _cached_boxes(paths: list[Path], pre: object, cache: bool, skip_bad: bool) -
             if not skip_bad:
                 raise
             logger.warning("skipping unreadable image %s", path)
-            del digests[path.name]
+            del digests[key(path)]
             continue
         b = faces[0] if faces else None
-        rows[digests[path.name]] = None if b is None else [b.x, b.y, b.w, b.h, b.roll_degrees]
+        rows[digests[key(path)]] = None if b is None else [b.x, b.y, b.w, b.h, b.roll_degrees]
     if cache and missing:
         _write_atomic(file, json.dumps(rows))
     out = {}

@@ -50,6 +50,7 @@ from safetensors.torch import load_file
 
 from lordfx.errors import LordfxError, UsageError
 from lordfx_trainer.data.fer2013 import EXPRESSIONS
+from lordfx_trainer.data.taiwanese import posed_only
 from lordfx_trainer.evaluation.expr_classifier import (
     ClassifierSettings,
     accuracy_report,
@@ -311,7 +312,7 @@ def _classifier(inp: _Inputs, s: ExpressionEvalSettings) -> tuple[torch.nn.Modul
         split = (inp.extra.get("heldout") or {}).get("split") or {}
         data_id = {
             "dataset": "taiwanese",
-            "part": "training performers of the run",
+            "part": "training performers of the run (their posed photos only)",
             "heldout_groups": split.get("heldout_groups"),
             "split_seed": cfg.split_seed,
             "root": str(inp.root.resolve()),
@@ -330,6 +331,8 @@ def _classifier(inp: _Inputs, s: ExpressionEvalSettings) -> tuple[torch.nn.Modul
         from lordfx_trainer.train import cap_images_per_class
 
         train = inp.train()
+        if inp.posed:  # FER2013 photos the run trained on are not the judge's (posed_only)
+            train = posed_only(train)
         if not (inp.posed and s.judge_fer):
             return train.images, train.class_ids
         fer = load_dataset("fer2013", Path(s.judge_fer), cfg.image_size, cfg.channels)
