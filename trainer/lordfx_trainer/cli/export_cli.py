@@ -17,11 +17,6 @@ from typing import Any
 
 import typer
 
-# The config's reader options (data_*): recorded in the file, and unset when the file
-# itself is read back (the npz holds their result).
-DATA_DEFAULTS = {"data_exclude": "", "data_min_agreement": 0.0, "data_fer2013": "",
-                 "data_fer2013_per_class": 0}  # fmt: skip
-
 
 def export_data_command(
     preset: str = typer.Argument(..., help="Preset name (see `lordfx presets`) or a .toml file."),
@@ -63,7 +58,7 @@ def export_data_command(
     if not same_dataset(ds, back):
         raise LordfxError(f"{out}: reads back different from what was written")
     if find_npz(out.parent) == out:  # the reader's data path is the folder: check it as used
-        npz_cfg = replace(cfg, dataset="npz", **DATA_DEFAULTS)
+        npz_cfg = replace(cfg, dataset="npz", **data_defaults())
         _, heldout = prepare_data(npz_cfg, out.parent)
         names = None if heldout is None else list(heldout.class_names)
         if names != export["split"]["heldout_class_names"]:
@@ -71,6 +66,16 @@ def export_data_command(
         typer.echo("read back identical; held-out classes identical", err=True)
     typer.echo(f"train: lordfx train {preset} --data {out.parent} --set dataset=npz", err=True)
     typer.echo(str(out))
+
+
+def data_defaults() -> dict[str, Any]:
+    """The config's reader options (``data_*``) at their defaults: recorded in the file, and
+    unset when the file itself is read back (the npz holds their result)."""
+    from dataclasses import fields
+
+    from lordfx_trainer.config import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig) if f.name.startswith("data_")}
 
 
 def export_record(cfg: Any, ds: Any, preset: str, data: Path | None) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def export_record(cfg: Any, ds: Any, preset: str, data: Path | None) -> dict[str
     return {
         "command": shlex.join(["lordfx", *sys.argv[1:]]) if sys.argv else "",
         "preset": preset,
-        "config": {k: getattr(cfg, k) for k in (*keys, *DATA_DEFAULTS)},
+        "config": {k: getattr(cfg, k) for k in (*keys, *data_defaults())},
         "data_path": str(Path(data).resolve()) if data is not None else None,
         "split": {
             "num_heldout": cfg.num_heldout_classes,

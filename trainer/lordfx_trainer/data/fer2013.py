@@ -64,6 +64,19 @@ def dedup_indices(
     return sorted(keep), dropped
 
 
+def expression_files(folder: Path) -> tuple[list[Path], list[int]]:
+    """The image files of one FER2013 split folder (``<expression>/*.jpg``) and their class
+    ids in EXPRESSIONS order (even when the split lacks a class); a clear error for a
+    missing folder or an unknown expression folder."""
+    if not folder.is_dir():
+        raise InputError(folder, "no such folder (expected FER2013's train/ and test/)")
+    names, paths, labels = list_class_folders(folder)
+    unknown = sorted(set(names) - set(EXPRESSIONS))
+    if unknown:
+        raise InputError(folder, f"unknown expression folders {unknown}; expected {EXPRESSIONS}")
+    return paths, [EXPRESSIONS.index(names[k]) for k in labels]
+
+
 def load_fer2013(
     root: Path,
     image_size: int,
@@ -82,14 +95,7 @@ def load_fer2013(
         raise UsageError(f"fer2013 split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = Path(root)
     folder = root / split
-    if not folder.is_dir():
-        raise InputError(folder, "no such folder (expected FER2013's train/ and test/)")
-    names, paths, labels = list_class_folders(folder)
-    unknown = sorted(set(names) - set(EXPRESSIONS))
-    if unknown:
-        raise InputError(folder, f"unknown expression folders {unknown}; expected {EXPRESSIONS}")
-    # Class ids follow EXPRESSIONS even when a split lacks a class.
-    labels = [EXPRESSIONS.index(names[k]) for k in labels]
+    paths, labels = expression_files(folder)
     meta: dict[str, object] = {"source": str(root), "reader": "fer2013", "split": split}
     if dedup:
         digests = [_digest(p) for p in paths]

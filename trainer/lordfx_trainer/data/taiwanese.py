@@ -185,8 +185,10 @@ def load_taiwanese(
     if extra_fields:
         meta["never_heldout"] = {"performer": [f["performer"] for f in extra_fields]}
     class_ids = np.array([EXPRESSIONS.index(LETTERS[f["letter"]]) for f in fields], np.int64)
+    performer_id = {p: i for i, p in enumerate(performers)}
+    type_id = {t: i for i, t in enumerate(types)}
     content = np.array(
-        [[performers.index(f["performer"]), types.index(f["type"])] for f in fields], np.int64
+        [[performer_id[f["performer"]], type_id[f["type"]]] for f in fields], np.int64
     ).reshape(len(fields), 2)
     meta["content_values"] = {"performer": performers, "type": types}
     logger.info("taiwanese: %d photos of %d performers (%s)", len(fields), len(performers), crop)
@@ -210,17 +212,10 @@ def _fer2013_crops(
     face are dropped and counted."""
     from lordfx.imageio import read_image
 
-    from .fer2013 import _digest, dedup_indices
-    from .folder import list_class_folders
+    from .fer2013 import LICENCE as FER2013_LICENCE
+    from .fer2013 import _digest, dedup_indices, expression_files
 
-    folder = root / "train"
-    if not folder.is_dir():
-        raise InputError(folder, "no such folder (fer2013 needs FER2013's train/)")
-    names, paths, labels = list_class_folders(folder)
-    unknown = sorted(set(names) - set(EXPRESSIONS))
-    if unknown:
-        raise InputError(folder, f"unknown expression folders {unknown}; expected {EXPRESSIONS}")
-    labels = [EXPRESSIONS.index(names[k]) for k in labels]
+    paths, labels = expression_files(root / "train")
     keep, _ = dedup_indices([_digest(p) for p in paths], labels)
     rng = np.random.default_rng([FER2013_SEED, per_class])
     chosen: list[Path] = []
@@ -230,6 +225,7 @@ def _fer2013_crops(
         chosen += [members[i] for i in sorted(rng.choice(len(members), take, replace=False))]
     pre = _preprocessor(image_size, channels)
     boxes = _cached_boxes(chosen, pre, cache, skip_bad=False, key=_fer_key)
+    letter_of = {name: letter for letter, name in LETTERS.items()}
     crops, fields, no_face = [], [], 0
     for path in chosen:
         box = boxes.get(_fer_key(path))
@@ -238,8 +234,9 @@ def _fer2013_crops(
             continue
         crops.append(pre.crop(read_image(path), box))
         name = path.parent.name
-        letter = next(k for k, v in LETTERS.items() if v == name)
-        fields.append({"performer": f"fer:{name}/{path.stem}", "type": "fer2013", "letter": letter})
+        fields.append(
+            {"performer": f"fer:{name}/{path.stem}", "type": "fer2013", "letter": letter_of[name]}
+        )
     counts = {n: sum(f["letter"] == k for f in fields) for k, n in LETTERS.items()}
     record = {
         "root": str(root),
@@ -251,7 +248,7 @@ def _fer2013_crops(
         "no_face": no_face,
         "kept_per_class": counts,
         "colour": "grey tiled to RGB" if channels == 3 else "grey",
-        "licence": "FER2013: ICML 2013 / Kaggle challenge terms, research / non-commercial",
+        "licence": FER2013_LICENCE,
     }
     logger.info("taiwanese + FER2013: %d photos added (%d without a face)", len(fields), no_face)
     empty = np.empty((0, image_size, image_size, channels), np.uint8)
